@@ -1,0 +1,36 @@
+"""The sample-quality metrics can tell real images from noise (so they can fail)."""
+
+from __future__ import annotations
+
+import torch
+
+from trainers import data, evaluator, gan
+from trainers.metrics import SampleQuality, real_fake_scores
+
+
+def test_fid_is_near_zero_for_the_same_set_and_large_for_noise(tiny):
+    config = gan.resolve("dcgan", {**tiny, "max_train": None})
+    images = data.load(config, torch.device("cpu"))
+    net = evaluator.load_or_train(config, images, torch.device("cpu"))
+    both, _ = images.train.take(120)
+    real, other = both[:60], both[60:]
+    quality = SampleQuality(net, real)
+
+    same = quality(real)
+    other_real = quality(other)
+    noise = quality(torch.rand_like(real) * 2 - 1)
+
+    assert abs(same["fid"]) < 1e-3
+    assert noise["fid"] > 10 * other_real["fid"]
+    assert noise["kid"] > 10 * max(other_real["kid"], 1e-6)
+    # three equally frequent classes, recognised by the evaluator: IS close to 3
+    assert same["inception_score"] > 2.5
+    assert noise["inception_score"] < same["inception_score"]
+
+
+def test_d_acc_and_f1():
+    real = torch.tensor([2.0, 1.0, -1.0, 3.0])  # three called real
+    fake = torch.tensor([-2.0, -1.0, 0.5, -3.0])  # one called real
+    scores = real_fake_scores(real, fake, threshold=0.0)
+    assert scores["d_acc"] == 6 / 8
+    assert scores["d_f1"] == 2 * 3 / (2 * 3 + 1 + 1)
