@@ -19,7 +19,7 @@ def run(capsys, tmp_path, *args) -> tuple[int, str]:
     ("loss", "wgan", "loss='wgan' is not one of: bce, lsgan, wgan-gp, hinge"),
     ("g_activation", "swish", "g_activation='swish' is not one of: relu, leaky_relu, prelu, elu"),
     ("activation", "tanh", "activation='tanh' is not one of"),
-    ("dataset", "imagenet", "dataset='imagenet' is not one of: mnist, fashion_mnist, cifar10, folder, mnist5k"),
+    ("dataset", "imagenet", "dataset='imagenet' is not one of: mnist, fashion_mnist, cifar10, folder"),
     ("optimizer", "adamw", "optimizer='adamw' is not one of: adam, adamax, nadam, amsgrad, rmsprop, sgd"),
     ("lr", "-1e-4", "lr=-0.0001 must be a number greater than 0"),
     ("lr_d", "0", "lr_d=0 must be a number greater than 0"),

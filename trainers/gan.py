@@ -122,6 +122,16 @@ def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def export_models(trainer: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, torch.nn.Module]:
+    """The generator and discriminator of a checkpoint's `task` state, ready to save as models."""
+    config = resolve(trainer, {k: v for k, v in config.items() if k != "resume_from"})
+    channels, size, classes = state["shape"]
+    generator, discriminator = models.build(config, channels, size, classes)
+    generator.load_state_dict(state["generator"])
+    discriminator.load_state_dict(state["discriminator"])
+    return {"generator": generator.eval(), "discriminator": discriminator.eval()}
+
+
 class GanTask:
     """One GAN training run: the D step then the G step, as in pytorch/examples' dcgan."""
 
@@ -276,3 +286,7 @@ class GanTask:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        # The config's rates win over the checkpoint's: PBT resumes a copied checkpoint with new ones.
+        for opt, key in ((self.opt_g, "lr_g"), (self.opt_d, "lr_d")):
+            for group in opt.param_groups:
+                group["lr"] = self.config[key] or self.config["lr"]
