@@ -98,10 +98,20 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         num_samples=space.num_samples,
         max_concurrent_trials=None if search else space.max_concurrent,  # else the limiter does it
         time_budget_s=settings.time_budget_s,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_dirname,
     )
     param_space = space.tune_param_space() if space.scheduler.type == "pbt" else None
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
                       param_space=param_space)
+
+
+def trial_name(trial) -> str:
+    return f"t{tracking.trial_number(trial):03d}"
+
+
+def trial_dirname(trial) -> str:
+    return f"t{tracking.trial_number(trial):03d}_{trial.trial_id}"
 
 
 def storage_join(storage: str, name: str) -> str:
@@ -140,16 +150,17 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
     if address is None and (problem := local_resources_problem(space)):
         raise UsageError(f"{space.path}: {problem}")
     client = MlflowClient(tracking_uri)
-    experiment = tracking.experiment_id(client, space.name)
     if resume:
-        previous = tracking.latest_parent(client, experiment)
-        if previous is None:
+        found = client.get_experiment_by_name(space.name)
+        previous = found and tracking.latest_parent(client, found.experiment_id)
+        if not previous:
             raise UsageError(f"--resume: experiment {space.name!r} in {tracking_uri} has no sweep to resume")
         parent, tags = previous.info.run_id, previous.data.tags
         settings = SweepSettings(tags["gansweep.storage"], tags["gansweep.tune_name"], time_budget_s, True)
         client.update_run(parent, status="RUNNING")
     else:
         settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
+    experiment = tracking.experiment_id(client, space.name)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import torch
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -199,10 +200,12 @@ class TrackingCallback(tune.Callback):
             state = checkpoints.load(directory)["task"]
         models = self.spec.export(dict(trial.config), state)
         code = str(Path(trainers.__file__).parent)  # the models load where gansweep is not installed
+        # Given, not inferred: inference imports the model in a subprocess, seconds per model.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
         with mlflow.start_run(run_id=run_id):
             for name, model in models.items():
                 mlflow.pytorch.log_model(model, name=name, code_paths=[code], signature=_signature(model),
-                                         serialization_format="pickle")
+                                         serialization_format="pickle", pip_requirements=requirements)
 
 
 def trial_number(trial) -> int:
@@ -212,7 +215,6 @@ def trial_number(trial) -> int:
 
 def _signature(model):
     """noise -> images for an unconditional generator, images -> scores for a discriminator."""
-    import torch
     from mlflow.models import infer_signature
 
     if getattr(model, "num_classes", 0):

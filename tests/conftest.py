@@ -63,3 +63,25 @@ def tiny(shapes) -> dict:
 def tiny_mlp(tiny) -> dict:
     """The same for the MLP GAN (no ngf/ndf; small hidden layers)."""
     return {**{k: v for k, v in tiny.items() if k not in ("ngf", "ndf")}, "hidden": [32, 32, 32]}
+
+
+@pytest.fixture(scope="session")
+def ray_address(cache_dir, tmp_path_factory):
+    """One real Ray head for every test that sweeps (each start costs seconds)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # A throwaway local cluster: no token auth between the test driver and its head.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray = str(Path(sys.executable).parent / "ray")
+    temp = tmp_path_factory.mktemp("ray")
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                   check=True, capture_output=True)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray, "stop", "--force"], capture_output=True)

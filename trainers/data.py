@@ -23,6 +23,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+DEFAULTS: dict[str, Any] = {  # the data keys of every trainer's config
+    "dataset": "mnist5k",  # mnist | fashion_mnist | cifar10 | folder | mnist5k
+    "data_path": None,  # the ImageFolder root for dataset=folder
+    "data_dir": None,  # download/cache folder for torchvision datasets (default: $GANSWEEP_CACHE/data)
+    "image_size": None,  # None: the dataset's own size
+    "channels": None,  # None: the dataset's own (1 for MNIST, 3 for CIFAR-10 and folders)
+    "max_train": None,  # use only the first N training images (quick sweeps)
+    "val_fraction": 0.1,
+    "test_fraction": 0.1,  # only for datasets without an official test split
+    "split_seed": 0,
+}
+
 
 class Split:
     """One split: yields (images in [-1, 1], labels) batches on the training device."""

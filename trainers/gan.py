@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,7 @@ from trainers.metrics import SampleQuality, real_fake_scores
 from trainers.models import gan as models
 
 COMMON_DEFAULTS: dict[str, Any] = {
-    # data
-    "dataset": "mnist5k",  # mnist | fashion_mnist | cifar10 | folder | mnist5k
-    "data_path": None,  # the ImageFolder root for dataset=folder
-    "data_dir": None,  # download/cache folder for torchvision datasets (default: $GANSWEEP_CACHE/data)
-    "image_size": None,  # None: the dataset's own size
-    "channels": None,  # None: the dataset's own (1 for MNIST, 3 for CIFAR-10 and folders)
-    "max_train": None,  # use only the first N training images (quick sweeps)
-    "val_fraction": 0.1,
-    "test_fraction": 0.1,  # only for datasets without an official test split
-    "split_seed": 0,
+    **datasets.DEFAULTS,
     # model
     "noise_dim": 100,
     "g_activation": "relu",  # relu | leaky_relu | prelu | elu
@@ -55,16 +47,11 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "batch_size": 64,
     "epochs": 10,
-    "seed": 0,
     # evaluation
     "eval_samples": 1000,  # generated images per epoch for fid/kid/inception_score/d_f1
     "standard_fid": False,  # also compute FID with the standard Inception weights (if present locally)
     "sample_grid": 64,
-    # runtime
-    "device": "auto",  # auto | cpu | cuda
-    "amp": "none",  # none | bf16 (CUDA)
-    "channels_last": False,
-    "resume_from": None,  # a checkpoint directory written by an earlier epoch
+    **runtime.DEFAULTS,
 }
 
 DCGAN_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "arch": "dcgan", "ngf": 64, "ndf": 64}
@@ -279,6 +266,7 @@ class GanTask:
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "shape": [self.data.channels, self.data.image_size, self.data.num_classes],
+            "config": json.dumps(self.config, default=_plain),  # rebuilds the models (transfer source)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -290,3 +278,8 @@ class GanTask:
         for opt, key in ((self.opt_g, "lr_g"), (self.opt_d, "lr_d")):
             for group in opt.param_groups:
                 group["lr"] = self.config[key] or self.config["lr"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a sweep's sampled values) as Python numbers, so the config stays JSON."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -11,6 +11,14 @@ import torch
 
 from trainers.config import ConfigError
 
+DEFAULTS: dict[str, Any] = {  # the runtime keys of every trainer's config
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda
+    "amp": "none",  # none | bf16 (CUDA)
+    "channels_last": False,
+    "resume_from": None,  # a checkpoint directory written by an earlier epoch
+}
+
 
 def device(name: str) -> torch.device:
     if name == "auto":

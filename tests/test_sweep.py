@@ -1,0 +1,155 @@
+"""`python -m orchestrator sweep` against a real Ray head, real Optuna and a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+
+pytestmark = pytest.mark.sweep
+
+
+def write_space(tmp_path: Path, tiny: dict, **changes) -> Path:
+    space = {
+        "name": "tiny", "trainer": "dcgan", "metric": "fid", "mode": "min",
+        "num_samples": 6, "max_concurrent": 1, "resources": {"cpu": 1},
+        "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 6},
+        "scheduler": {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},
+        "fixed": {**tiny, "epochs": 3},
+        "params": {"lr": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
+                   "beta1": {"type": "float", "low": 0.0, "high": 0.9}},
+    }
+    for key, value in changes.items():
+        space[key] = value
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def sweep_args(tmp_path: Path, space: Path, address: str, *extra: str) -> list[str]:
+    return ["sweep", str(space), "--address", address, "--storage", str(tmp_path / "sweeps"),
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *extra]
+
+
+def children(client: MlflowClient, experiment_name: str) -> tuple[object, list]:
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("gansweep.role") == "sweep"]
+    assert len(parents) == 1, "one parent run per sweep"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], kids
+
+
+def epochs_logged(client: MlflowClient, run) -> list[int]:
+    return [m.step for m in sorted(client.get_metric_history(run.info.run_id, "fid"), key=lambda m: m.step)]
+
+
+def test_tiny_sweep_one_run_per_trial_asha_stops_some(tmp_path, tiny, ray_address, capsys):
+    space = write_space(tmp_path, tiny)
+    assert main(sweep_args(tmp_path, space, ray_address)) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    assert len(kids) == 6
+    statuses = [k.data.tags["gansweep.status"] for k in kids]
+    assert set(statuses) <= {"finished", "stopped_early"}
+    assert "stopped_early" in statuses, "ASHA stops the trials below the median after epoch 1"
+    for kid in kids:
+        epochs = epochs_logged(client, kid)
+        assert epochs == list(range(1, len(epochs) + 1)), "one point per epoch, none missing"
+        assert {"lr", "beta1", "dataset"} <= set(kid.data.params)
+        assert {"g_loss", "d_loss", "kid", "inception_score", "d_acc"} <= set(kid.data.metrics)
+        samples = [a.path for a in client.list_artifacts(kid.info.run_id, "samples")]
+        assert f"samples/epoch_{len(epochs):03d}.png" in samples
+        models = client.search_logged_models([kid.info.experiment_id],
+                                             filter_string=f"source_run_id = '{kid.info.run_id}'")
+        assert {m.name for m in models} == {"generator", "discriminator"}
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "leaderboard.csv" in parent_files
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/best_trials.png" in plots and "plots/param_importances.png" in plots
+
+    out = capsys.readouterr().out
+    assert "Best trial: t0" in out and "mlflow ui" in out and "orchestrator promote tiny" in out
+
+
+def test_diverging_trial_fails_alone(tmp_path, tiny, ray_address):
+    space = write_space(
+        tmp_path, tiny, num_samples=2, sampler={"type": "grid", "seed": 0},
+        scheduler={"type": "fifo"},
+        fixed={**tiny, "epochs": 2, "loss": "lsgan", "optimizer": "sgd"},
+        params={"lr": {"type": "categorical", "choices": [1.0e-3, 1.0e30]}})
+    assert main(sweep_args(tmp_path, space, ray_address)) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, kids = children(client, "tiny")
+    by_lr = {float(k.data.params["lr"]): k for k in kids}
+    assert by_lr[1e30].info.status == "FAILED"
+    assert by_lr[1e30].data.tags["gansweep.status"] == "diverged"
+    assert "became nan" in by_lr[1e30].data.tags["gansweep.stop_reason"]
+    assert by_lr[1e-3].info.status == "FINISHED"
+
+
+def run_in_background(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+    log = open(tmp_path / "driver.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=log, stderr=log,
+                            cwd=tmp_path, start_new_session=True)
+
+
+def wait_for(condition, what: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def checkpoints(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "sweeps").glob("*/t*/checkpoint_*"))
+
+
+def test_killed_trial_is_retried_from_its_checkpoint(tmp_path, tiny, ray_address):
+    space = write_space(tmp_path, tiny, num_samples=1, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 4, "max_train": 400})
+    driver = run_in_background(tmp_path, sweep_args(tmp_path, space, ray_address))
+    wait_for(lambda: len(checkpoints(tmp_path)) >= 1, "the first checkpoint")
+    subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"], check=True)  # the trial's process
+    assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, kids = children(client, "tiny")
+    assert len(kids) == 1, "the retry continues the same MLflow run"
+    assert epochs_logged(client, kids[0]) == [1, 2, 3, 4]
+    assert kids[0].data.tags["gansweep.retries"] == "1"
+    assert kids[0].data.tags["gansweep.status"] == "finished"
+
+
+def test_killed_driver_resumes_with_every_trial_once(tmp_path, tiny, ray_address):
+    space = write_space(tmp_path, tiny, num_samples=3, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 3, "max_train": 300})
+    args = sweep_args(tmp_path, space, ray_address)
+    driver = run_in_background(tmp_path, args)
+    trial_dirs = lambda: {p.parent for p in checkpoints(tmp_path)}  # noqa: E731
+    wait_for(lambda: len(trial_dirs()) >= 2, "a second trial's checkpoint")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    resumed = run_in_background(tmp_path, [*args, "--resume"])
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    assert len(kids) == 3, "every trial accounted for exactly once"
+    for kid in kids:
+        assert epochs_logged(client, kid) == [1, 2, 3]
+        assert kid.info.status == "FINISHED"
