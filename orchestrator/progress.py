@@ -13,8 +13,10 @@ from orchestrator.tracking import trial_number
 
 
 class ProgressCallback(tune.Callback):
-    def __init__(self, metric: str, mode: str, num_samples: int, time_budget_s: float | None):
+    def __init__(self, metric: str, mode: str, num_samples: int, time_budget_s: float | None,
+                 zero_based: bool = False):
         self.metric, self.mode, self.num_samples = metric, mode, num_samples
+        self.zero_based = zero_based
         self.time_budget_s = time_budget_s
 
     def setup(self, **info):
@@ -28,8 +30,8 @@ class ProgressCallback(tune.Callback):
             better = (self.best is None or (value < self.best[0] if self.mode == "min"
                                             else value > self.best[0]))
             if better:
-                self.best = (value, _name(trials, trial))
-        self._print(trials, f"{_name(trials, trial)} epoch {result.get('epoch', '?')} "
+                self.best = (value, self._name(trial))
+        self._print(trials, f"{self._name(trial)} epoch {result.get('epoch', '?')} "
                             f"{self.metric} {_fmt(value)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -41,13 +43,16 @@ class ProgressCallback(tune.Callback):
             what = f"stopped early after epoch {last.get('epoch')}"
         else:
             what = "finished"
-        self._print(trials, f"{_name(trials, trial)} {what}")
+        self._print(trials, f"{self._name(trial)} {what}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(trials, f"{_name(trials, trial)} FAILED (see the MLflow run's gansweep.error tag)")
+        self._print(trials, f"{self._name(trial)} FAILED (see the MLflow run's gansweep.error tag)")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._print(trials, f"{_name(trials, trial)} failed, retrying from its last checkpoint")
+        self._print(trials, f"{self._name(trial)} failed, retrying from its last checkpoint")
+
+    def _name(self, trial: Any) -> str:
+        return f"t{trial_number(trial, self.zero_based):03d}"
 
     def _print(self, trials: list[Any], event: str) -> None:
         states: dict[str, int] = {}
@@ -64,8 +69,6 @@ class ProgressCallback(tune.Callback):
               f"| {event}", file=sys.stderr, flush=True)
 
 
-def _name(trials: list[Any], trial: Any) -> str:
-    return f"t{trial_number(trial):03d}"
 
 
 def _fmt(value: Any) -> str:

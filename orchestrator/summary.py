@@ -150,6 +150,32 @@ def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, director
     return made
 
 
+def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
+    """The keys whose objective vectors no other point dominates (better or equal everywhere)."""
+    signed = {key: [v if mode == "min" else -v for v, mode in zip(values, modes, strict=True)]
+              for key, values in points.items()}
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [k for k, v in signed.items() if not any(dominates(o, v) for o in signed.values())]
+
+
+def print_pareto_front(client: MlflowClient, rows: list[Row], space: SearchSpace) -> None:
+    points = {}
+    for row in rows:
+        metrics = client.get_run(row.run_id).data.metrics
+        values = [metrics.get(m, math.nan) for m in space.metrics]
+        if all(math.isfinite(v) for v in values):
+            points[row.name] = values
+    front = pareto_front(points, space.modes)
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(space.metrics, space.modes, strict=True))
+    print(f"\nPareto front over {objectives}:")
+    for name in front:
+        print(f"  {name}: " + ", ".join(f"{m} {v:.4g}" for m, v in zip(space.metrics, points[name],
+                                                                       strict=True)))
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -168,6 +194,8 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
             client.log_artifact(parent, str(picture), "plots")
     print(f"\nLeaderboard ({metric}, {'lower' if mode == 'min' else 'higher'} is better):")
     print(table(rows[:20], metric))
+    if len(space.metrics) > 1:
+        print_pareto_front(client, rows, space)
     if rows and math.isfinite(rows[0].value):
         best = rows[0]
         client.log_metric(parent, f"best_{metric}", best.value)

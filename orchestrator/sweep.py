@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -80,7 +81,8 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         name=settings.tune_name,
         storage_path=settings.storage,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT copies other trials' checkpoints: keep more of them around.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.scheduler.type == "pbt" else 2),
         callbacks=callbacks,
         verbose=0,
     )
@@ -98,20 +100,20 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         num_samples=space.num_samples,
         max_concurrent_trials=None if search else space.max_concurrent,  # else the limiter does it
         time_budget_s=settings.time_budget_s,
-        trial_name_creator=trial_name,
-        trial_dirname_creator=trial_dirname,
+        trial_name_creator=partial(trial_name, zero_based=space.scheduler.type == "pbt"),
+        trial_dirname_creator=partial(trial_dirname, zero_based=space.scheduler.type == "pbt"),
     )
     param_space = space.tune_param_space() if space.scheduler.type == "pbt" else None
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
                       param_space=param_space)
 
 
-def trial_name(trial) -> str:
-    return f"t{tracking.trial_number(trial):03d}"
+def trial_name(trial, zero_based: bool) -> str:
+    return f"t{tracking.trial_number(trial, zero_based):03d}"
 
 
-def trial_dirname(trial) -> str:
-    return f"t{tracking.trial_number(trial):03d}_{trial.trial_id}"
+def trial_dirname(trial, zero_based: bool) -> str:
+    return f"{trial_name(trial, zero_based)}_{trial.trial_id}"
 
 
 def storage_join(storage: str, name: str) -> str:
@@ -171,7 +173,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
             parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
         callbacks = [tracking.TrackingCallback(tracking_uri, experiment, parent, space),
                      ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
-                                      time_budget_s)]
+                                      time_budget_s, zero_based=space.scheduler.type == "pbt")]
         print(f"sweep {settings.tune_name}: {space.num_samples} trials, {space.max_concurrent} at a time; "
               f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
         try:

@@ -107,7 +107,7 @@ class TrackingCallback(tune.Callback):
             run_id = found[0].info.run_id
             self.logged_epoch[run_id] = int(found[0].data.metrics.get("epoch", 0))
         else:
-            run_id = self._create(trial, trial_number(trial))
+            run_id = self._create(trial, trial_number(trial, self.space.scheduler.type == "pbt"))
         self.runs[trial.trial_id] = run_id
         return run_id
 
@@ -208,9 +208,10 @@ class TrackingCallback(tune.Callback):
                                          serialization_format="pickle", pip_requirements=requirements)
 
 
-def trial_number(trial) -> int:
-    """1, 2, 3... in the order the searcher created the trials (Tune's experiment tag starts with it)."""
-    return int(str(trial.experiment_tag).split("_", 1)[0])
+def trial_number(trial, zero_based: bool = False) -> int:
+    """1, 2, 3... in the order the trials were created (Tune's experiment tag starts with it; it
+    counts from 1 with a searcher and from 0 without one, as under PBT)."""
+    return int(str(trial.experiment_tag).split("_", 1)[0]) + (1 if zero_based else 0)
 
 
 def _signature(model):
