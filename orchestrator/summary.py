@@ -15,11 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from orchestrator.runs import STATUS, children  # noqa: E402
 from orchestrator.space import SearchSpace  # noqa: E402
-
-STATUS = "gansweep.status"
 
 
 @dataclass
@@ -33,26 +33,19 @@ class Row:
     run_id: str
 
 
-def leaderboard(client: MlflowClient, experiment: str, parent: str, metric: str, mode: str,
-                params: list[str]) -> list[Row]:
-    """Every child run of a sweep, best first by metric (runs without it last)."""
-    runs = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-                              max_results=5000)
+def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
+    """Trial runs best first by metric (runs without it last)."""
     sign = 1 if mode == "min" else -1
 
-    def key(run) -> tuple[bool, float]:
+    def key(run: Run) -> tuple[bool, float]:
         value = run.data.metrics.get(metric)
         return (value is None or not math.isfinite(value), sign * (value or 0.0))
 
-    rows = []
-    for rank, run in enumerate(sorted(runs, key=key), 1):
-        rows.append(Row(
-            rank=rank, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
-            status=run.data.tags.get(STATUS, run.info.status.lower()),
-            epochs=int(run.data.metrics.get("epoch", 0)),
-            params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
-        ))
-    return rows
+    return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
+                status=run.data.tags.get(STATUS, run.info.status.lower()),
+                epochs=int(run.data.metrics.get("epoch", 0)),
+                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id)
+            for i, run in enumerate(sorted(runs, key=key), 1)]
 
 
 def _short(text: str) -> str:
@@ -187,7 +180,7 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
            tracking_uri: str) -> list[Row]:
     """Log the leaderboard and pictures to the parent run, print the table and the next steps."""
     metric, mode = space.primary_metric, space.primary_mode
-    rows = leaderboard(client, experiment, parent, metric, mode, list(space.params))
+    rows = rank(children(client, experiment, parent), metric, mode, list(space.params))
     client.log_text(parent, to_csv(rows, metric), "leaderboard.csv")
     with tempfile.TemporaryDirectory() as tmp:
         for picture in pictures(client, rows, space, Path(tmp)):

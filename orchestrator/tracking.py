@@ -28,6 +28,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 import trainers
+from orchestrator.runs import ROLE, STATUS, TRIAL_ID
 from orchestrator.space import SearchSpace
 from orchestrator.trial import METRICS_FILE
 from trainers import checkpoint as checkpoints
@@ -37,7 +38,6 @@ from trainers import registry
 # `generate` needs the nn.Module with its attributes. They are our own models, in our own store.
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
-ROLE, TRIAL_ID, STATUS = "gansweep.role", "gansweep.trial_id", "gansweep.status"
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
 
 
