@@ -1,0 +1,419 @@
+"""The cluster tracking server, for real: `mlflow/serve` starts `mlflow server` on 127.0.0.1 with the
+PostgreSQL backend (a fresh database per session) and artifacts proxied to S3 (moto's S3 server on
+loopback). Concurrent writers, the S3 artifact path, and a server killed and restarted mid-sweep."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = ROOT / "mlflow" / "serve"
+PG_ADMIN = os.environ.get("GANSWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BUCKET = "gansweep-test"
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+NO_AWS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+KEYS = [f"m{k}" for k in range(10)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url} exited with {proc.returncode} before answering:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def clean_env(**extra: str) -> dict:
+    """The environment without any AWS credentials or MLflow client settings of the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+    env.update(NO_AWS)
+    env.update(extra)
+    return env
+
+
+class Server:
+    """`mlflow/serve` in its own process group (uvicorn and its workers die together)."""
+
+    def __init__(self, log: Path, port: int | None = None, **env: str):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = clean_env(MLFLOW_PYTHON=sys.executable, MLFLOW_HOST="127.0.0.1",
+                             MLFLOW_PORT=str(self.port), MLFLOW_WORKERS="2", **env)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        began = time.monotonic()
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen([str(SERVE)], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        wait_http(f"{self.url}/health", self.proc, self.log)
+        return time.monotonic() - began
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc:  # the workers of a killed supervisor may outlive it for a moment
+            for _ in range(50):
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    psycopg2 = pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (the test extra)")
+    try:
+        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN} (set GANSWEEP_TEST_PG): {error}")
+    admin.autocommit = True
+    name = f"gansweep_test_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server on loopback (a subprocess: the test process stays thread-free for fork)."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{endpoint}/moto-api/", proc, log, timeout=60)
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield endpoint, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server_env(pg_database, s3) -> dict:
+    """What the head node's environment holds: the database, the bucket, credentials for S3."""
+    return {"MLFLOW_BACKEND_STORE_URI": pg_database, "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
+            "MLFLOW_S3_ENDPOINT_URL": s3[0], **FAKE_AWS}
+
+
+@pytest.fixture(scope="session")
+def server(server_env, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server") / "server.log", **server_env)
+    srv.start()
+    yield srv
+    srv.kill(signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def client_env(monkeypatch):
+    """Clients (this process and the writers it forks) hold no AWS credentials at all."""
+    for key in list(os.environ):
+        if key.startswith("AWS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+            monkeypatch.delenv(key)
+    for key, value in NO_AWS.items():
+        monkeypatch.setenv(key, value)
+
+
+def value_of(index: int, epoch: int, k: int) -> float:
+    return index * 1000 + epoch + k / 100
+
+
+class RetryCounter(logging.Handler):
+    """Counts urllib3's 'Retrying (Retry(...)) after connection broken by ...' warnings."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.refused = self.broken = 0
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Retrying"):
+            if "NewConnectionError" in message:
+                self.refused += 1  # the server is down: connect retries
+            else:
+                self.broken += 1  # a pooled or in-flight connection the kill cut
+
+
+def writer(uri, experiment_id, index, epochs, pause, start, progress, results, workdir) -> None:
+    """One trial: a run, `epochs` log_batch calls of len(KEYS) metrics, one artifact."""
+    try:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        retries = RetryCounter()
+        logging.getLogger("urllib3.connectionpool").addHandler(retries)
+        client = MlflowClient(uri)
+        start.wait()
+        began = time.monotonic()
+        run_id = client.create_run(experiment_id, run_name=f"w{index:02d}").info.run_id
+        slowest = 0.0
+        for epoch in range(1, epochs + 1):
+            stamp = int(time.time() * 1000)
+            batch = [Metric(key, value_of(index, epoch, k), stamp, epoch) for k, key in enumerate(KEYS)]
+            t0 = time.monotonic()
+            client.log_batch(run_id, metrics=batch)
+            slowest = max(slowest, time.monotonic() - t0)
+            progress[index] = epoch
+            time.sleep(pause)
+        artifact = Path(workdir) / f"w{index:02d}.txt"
+        artifact.write_text(f"writer {index} run {run_id}\n")
+        client.log_artifact(run_id, str(artifact))
+        client.set_terminated(run_id)
+        counts = (retries.refused, retries.broken)
+        results.put((index, run_id, time.monotonic() - began, slowest, counts, None))
+    except BaseException:
+        results.put((index, None, 0.0, 0.0, (0, 0), traceback.format_exc()))
+        raise
+
+
+def run_writers(uri, experiment_id, n, epochs, workdir, pause=0.0, during=None):
+    """Fork n writers, release them together, optionally call during(progress) while they run."""
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(n + 1), ctx.Queue()
+    progress = ctx.Array("i", n)
+    procs = [ctx.Process(target=writer, args=(uri, experiment_id, i, epochs, pause, start, progress,
+                                              results, str(workdir))) for i in range(n)]
+    for proc in procs:
+        proc.start()
+    start.wait(timeout=60)
+    began = time.monotonic()
+    extra = during(progress) if during else None
+    out = [results.get(timeout=300) for _ in procs]
+    seconds = time.monotonic() - began
+    for proc in procs:
+        proc.join(timeout=60)
+    errors = [error for *_, error in out if error]
+    assert not errors, errors[0]
+    assert [proc.exitcode for proc in procs] == [0] * n
+    return sorted(out), seconds, extra
+
+
+def verify(uri, experiment_id, runs, epochs, pg_uri, s3_client) -> dict:
+    """Every point and artifact is there exactly once: through the API, in PostgreSQL, in the bucket."""
+    import psycopg2
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.search_runs([experiment_id], max_results=1000)
+    assert sorted(r.info.run_name for r in found) == [f"w{i:02d}" for i, *_ in runs]
+    assert {r.info.status for r in found} == {"FINISHED"}
+    points = artifacts = 0
+    for index, run_id, *_ in runs:
+        for k, key in enumerate(KEYS):
+            history = client.get_metric_history(run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), (run_id, key)
+            assert all(m.value == value_of(index, m.step, k) for m in history)
+            points += len(history)
+        listed = client.list_artifacts(run_id)
+        assert [a.path for a in listed] == [f"w{index:02d}.txt"]
+        assert client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+        local = client.download_artifacts(run_id, listed[0].path)
+        assert Path(local).read_text() == f"writer {index} run {run_id}\n"
+        artifacts += len(listed)
+    with psycopg2.connect(pg_uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
+                    "WHERE r.experiment_id = %s", (int(experiment_id),))
+        rows = cur.fetchone()[0]
+    conn.close()
+    listing = s3_client.list_objects_v2(Bucket=BUCKET, Prefix=f"mlflow/{experiment_id}/")
+    keys = [obj["Key"] for obj in listing.get("Contents", [])]
+    assert sorted(key.rsplit("/", 1)[-1] for key in keys) == [f"w{i:02d}.txt" for i, *_ in runs]
+    return {"points": points, "rows": rows, "artifacts": artifacts, "objects": len(keys)}
+
+
+def test_sixteen_concurrent_writers(server, pg_database, s3, tmp_path):
+    from mlflow import MlflowClient
+
+    n, epochs = 16, 50
+    experiment_id = MlflowClient(server.url).create_experiment(f"load-{secrets.token_hex(3)}")
+    runs, seconds, _ = run_writers(server.url, experiment_id, n, epochs, tmp_path)
+    found = verify(server.url, experiment_id, runs, epochs, pg_database, s3[1])
+    written = n * epochs * len(KEYS)
+    assert found["points"] == found["rows"] == written
+    assert found["artifacts"] == found["objects"] == n
+    per_writer = sorted(r[2] for r in runs)
+    print(f"\n[tracking-server load] {n} writers x {epochs} epochs x {len(KEYS)} metrics "
+          f"(one log_batch per epoch) + 1 artifact each, PostgreSQL backend, artifacts proxied to S3 "
+          f"(moto), 2 uvicorn workers: points written {written}, found {found['points']} "
+          f"(PostgreSQL rows {found['rows']}), artifacts {found['artifacts']}/{n} "
+          f"(S3 objects {found['objects']}), {seconds:.1f} s wall "
+          f"({written / seconds:.0f} points/s, {n * epochs / seconds:.0f} log_batch/s; "
+          f"per writer {per_writer[0]:.1f}-{per_writer[-1]:.1f} s)")
+
+
+def test_artifacts_go_through_the_proxy_to_s3(server, s3, tmp_path):
+    """A client with no AWS credentials logs and reads an artifact; the object lands in the bucket."""
+    import boto3
+    from mlflow import MlflowClient
+
+    assert boto3.Session().get_credentials() is None  # this client could not reach S3 by itself
+    client = MlflowClient(server.url)
+    experiment_id = client.create_experiment(f"s3-{secrets.token_hex(3)}")
+    run_id = client.create_run(experiment_id).info.run_id
+    assert client.get_run(run_id).info.artifact_uri == f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts"
+    payload = os.urandom(300_000)
+    (tmp_path / "generator.pt").write_bytes(payload)
+    client.log_artifact(run_id, str(tmp_path / "generator.pt"), artifact_path="model")
+    assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/generator.pt"]
+    back = client.download_artifacts(run_id, "model/generator.pt", str(tmp_path / "back"))
+    assert Path(back).read_bytes() == payload
+    key = f"mlflow/{experiment_id}/{run_id}/artifacts/model/generator.pt"
+    assert s3[1].get_object(Bucket=BUCKET, Key=key)["Body"].read() == payload
+
+
+def test_server_restart_mid_sweep(server_env, pg_database, s3, tmp_path, monkeypatch):
+    """SIGKILL the whole server mid-sweep and start it again on the same port: MLflow's own HTTP
+    retries (urllib3 Retry on connect errors, MLFLOW_HTTP_REQUEST_*) carry the writers through."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    # Defaults are 7 retries, backoff factor 2 (0, 4, 8, ... s, about 4 minutes in all); the
+    # factor is an int, 1 is the shortest non-zero: waits of 0, 2, 4, 8, 16 s cover a restart.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    srv = Server(tmp_path / "server.log", **server_env)
+    srv.start()
+    n, epochs, pause = 4, 40, 0.05
+    experiment_id = MlflowClient(srv.url).create_experiment(f"restart-{secrets.token_hex(3)}")
+    timeline = {}
+
+    def outage(progress):
+        while min(progress) < 5:
+            time.sleep(0.05)
+        timeline["epochs_at_kill"] = list(progress)
+        srv.kill()
+        down = time.monotonic()
+        # without retries, the same call fails at once
+        with monkeypatch.context() as env, pytest.raises(MlflowException, match="Connection refused"):
+            env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            MlflowClient(srv.url).get_experiment(experiment_id)
+        time.sleep(2.0)
+        timeline["restart_s"] = srv.start()
+        timeline["outage_s"] = time.monotonic() - down
+
+    try:
+        runs, seconds, _ = run_writers(srv.url, experiment_id, n, epochs, tmp_path, pause, outage)
+        found = verify(srv.url, experiment_id, runs, epochs, pg_database, s3[1])
+    finally:
+        srv.kill(signal.SIGTERM)
+    assert max(timeline["epochs_at_kill"]) < epochs, "the writers finished before the server was killed"
+    refused, broken = (sum(r[4][i] for r in runs) for i in (0, 1))
+    slowest = max(r[3] for r in runs)
+    assert refused > 0 and slowest > 2.0, (refused, broken, slowest)
+    assert found["points"] == found["rows"] == n * epochs * len(KEYS)
+    assert found["artifacts"] == found["objects"] == n
+    print(f"\n[tracking-server restart] {n} writers x {epochs} epochs, server SIGKILLed at epochs "
+          f"{timeline['epochs_at_kill']}, down {timeline['outage_s']:.1f} s "
+          f"(restart {timeline['restart_s']:.1f} s): "
+          f"urllib3 retries: {refused} on connection refused, {broken} on a broken connection; "
+          f"slowest log_batch {slowest:.1f} s, points "
+          f"{found['points']}/{n * epochs * len(KEYS)}, artifacts {found['artifacts']}/{n}, {seconds:.1f} s")
+
+
+def test_basic_auth_option(server_env, tmp_path, monkeypatch):
+    """MLFLOW_AUTH=basic: anonymous requests are refused, the admin's credentials are accepted."""
+    pytest.importorskip("flask_wtf", reason="pip install 'mlflow[auth]' (the test extra)")
+    import psycopg2
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    auth_db, password = f"gansweep_auth_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    admin = psycopg2.connect(PG_ADMIN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{auth_db}"')
+    srv = Server(tmp_path / "server.log", **server_env, MLFLOW_AUTH="basic",
+                 MLFLOW_AUTH_DATABASE_URI=PG_ADMIN.rsplit("/", 1)[0] + "/" + auth_db,
+                 MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+                 MLFLOW_AUTH_ADMIN_PASSWORD=password,
+                 MLFLOW_SERVER_STATE=str(tmp_path / "state"))
+    try:
+        srv.start()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{srv.url}/api/2.0/mlflow/experiments/search?max_results=5", timeout=10)
+        assert refused.value.code == 401
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        with pytest.raises(MlflowException, match="401|nauthorized|credentials"):
+            MlflowClient(srv.url).search_experiments()
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        client = MlflowClient(srv.url)
+        experiment_id = client.create_experiment(f"auth-{secrets.token_hex(3)}")
+        assert client.get_experiment(experiment_id).name.startswith("auth-")
+        # the admin changes the seeded password, as mlflow/README.md says
+        from mlflow.server import get_app_client
+
+        renewed = secrets.token_urlsafe(16)
+        get_app_client("basic-auth", tracking_uri=srv.url).update_user_password(
+            "admin", renewed, current_password=password)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", renewed)
+        assert MlflowClient(srv.url).get_experiment(experiment_id).experiment_id == experiment_id
+        assert oct((tmp_path / "state" / "basic_auth.ini").stat().st_mode & 0o777) == "0o600"
+    finally:
+        srv.kill(signal.SIGTERM)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{auth_db}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "MLFLOW_BACKEND_STORE_URI is not set"),
+    ({"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlflow.db"}, "must be a postgresql:// URI"),
+    ({"MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db"}, "MLFLOW_ARTIFACTS_DESTINATION is not set"),
+    ({"MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db", "MLFLOW_ARTIFACTS_DESTINATION": "s3://b/p",
+      "MLFLOW_HOST": "127.0.0.1", "MLFLOW_AUTH": "ldap"}, "MLFLOW_AUTH must be"),
+])
+def test_serve_refuses_bad_configuration(env, message):
+    done = subprocess.run([str(SERVE)], env=clean_env(MLFLOW_PYTHON=sys.executable, **env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
