@@ -83,7 +83,7 @@ def test_shipped_spaces_include_the_seed_families() -> None:
             "lsgan_vs_dcgan_celeba", "dcgan_mnist_seed003"} <= names
     quick = load_space(ROOT / "search_spaces" / "quickstart.yaml")
     assert quick.trainer == "dcgan" and quick.fixed["dataset"] == "mnist5k"
-    assert quick.resources.gpu == 0 and quick.scheduler.type == "asha" and quick.scheduler.max_t == 4
+    assert quick.resources.gpu == 0 and quick.scheduler.type == "asha" and quick.scheduler.max_t == quick.fixed["epochs"]
 
 
 def test_loading_never_imports_ray() -> None:
