@@ -90,6 +90,7 @@ class TrackingCallback(tune.Callback):
         self.spec = registry.get(self.space.trainer)
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
+        self.checked_lost = False
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "parent", "space")
@@ -124,6 +125,25 @@ class TrackingCallback(tune.Callback):
         return run.info.run_id
 
     # -- Tune events -----------------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        """After --resume: close the runs of trials that Tune never saved before the driver died.
+
+        Tune snapshots its state every few seconds; a trial started just before a kill has an
+        MLflow run but is unknown to the restored Tune, which samples a replacement instead.
+        """
+        if self.checked_lost:
+            return
+        self.checked_lost = True
+        known = {t.trial_id for t in trials}
+        for run in self.client.search_runs(
+                [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'"):
+            if run.data.tags.get(TRIAL_ID) not in known and run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, STATUS, "lost")
+                self.client.set_tag(run.info.run_id, "gansweep.stop_reason",
+                                    "the driver died before Tune recorded this trial; --resume ran a "
+                                    "new trial in its place")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self.run_of(trial, trials)
         self.client.update_run(run_id, status="RUNNING")

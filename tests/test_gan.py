@@ -6,30 +6,12 @@ import math
 
 import pytest
 import torch
+from recording import Recorder
 
 from trainers import gan, registry
 from trainers.checkpoint import load
 from trainers.loop import Diverged
 from trainers.models import gan as models
-
-
-class Recorder:
-    """A report hook that keeps every report and copies of the checkpoints it is handed."""
-
-    def __init__(self, tmp_path, stop_after: int | None = None):
-        self.tmp_path, self.stop_after = tmp_path, stop_after
-        self.metrics, self.checkpoints = [], []
-
-    def __call__(self, metrics, checkpoint_dir):
-        import shutil
-
-        self.metrics.append(metrics)
-        if checkpoint_dir:
-            kept = self.tmp_path / f"ckpt{metrics['epoch']}"
-            shutil.copytree(checkpoint_dir, kept)
-            self.checkpoints.append(kept)
-        if self.stop_after and metrics["epoch"] == self.stop_after:
-            raise KeyboardInterrupt("simulated kill after the checkpoint was reported")
 
 
 @pytest.mark.parametrize("trainer", ["dcgan", "gan"])

@@ -149,7 +149,12 @@ def test_killed_driver_resumes_with_every_trial_once(tmp_path, tiny, ray_address
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     parent, kids = children(client, "tiny")
     assert parent.info.status == "FINISHED"
-    assert len(kids) == 3, "every trial accounted for exactly once"
-    for kid in kids:
+    # A trial started in the last seconds before the kill may be unknown to Tune's saved state:
+    # its run is closed as lost (never left RUNNING), and Tune runs a new trial in its place.
+    lost = [k for k in kids if k.data.tags.get("gansweep.status") == "lost"]
+    assert all(k.info.status == "KILLED" for k in lost)
+    trials = [k for k in kids if k not in lost]
+    assert len(trials) == 3, "every trial of the sweep accounted for exactly once"
+    for kid in trials:
         assert epochs_logged(client, kid) == [1, 2, 3]
         assert kid.info.status == "FINISHED"

@@ -111,6 +111,11 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def from_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (how generated images join a dataset held in memory)."""
+    return images.float().clamp(-1, 1).add(1.0).mul_(127.5).round_().to(torch.uint8)
+
+
 def load(config: dict[str, Any], device: torch.device) -> ImageData:
     """The dataset named by config['dataset'], split with config['split_seed']."""
     name = config["dataset"]

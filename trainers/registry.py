@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from trainers import gan
+from trainers import classify, gan
 from trainers.config import ConfigError
 from trainers.loop import Report
 
@@ -32,6 +32,9 @@ TRAINERS: dict[str, TrainerSpec] = {
                        partial(gan.resolve, "gan"), partial(gan.export_models, "gan")),
     "dcgan": TrainerSpec("dcgan", gan.train_dcgan, gan.DCGAN_DEFAULTS, gan.METRICS,
                          partial(gan.resolve, "dcgan"), partial(gan.export_models, "dcgan")),
+    **{name: TrainerSpec(name, partial(classify.train, name), classify.DEFAULTS[name], classify.METRICS,
+                         partial(classify.resolve, name), partial(classify.export, name))
+       for name in ("classifier", "transfer", "augment")},
 }
 
 

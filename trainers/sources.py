@@ -29,8 +29,8 @@ def load_gan_model(source: str, role: str, key: str) -> nn.Module:
     Every way it can be wrong (missing, unreadable, another kind of model) is a ConfigError that
     names the config `key` and says what `source` should be.
     """
-    expected = f"{key} must be an MLflow model URI (runs:/<run_id>/{role}, models:/<name>@champion) " \
-               f"or a checkpoint directory of the gan/dcgan trainer (.../checkpoints/epoch_NNN)"
+    expected = (f"{key} must be an MLflow model URI (runs:/<run_id>/{role}, models:/<name>@champion) "
+                "or a checkpoint directory of the gan/dcgan trainer (.../checkpoints/epoch_NNN)")
     if not isinstance(source, str) or not source:
         raise ConfigError(f"{key}={source!r}: {expected}")
     local = Path(source).expanduser()

@@ -42,10 +42,14 @@ class TransferNet(nn.Module):
             raise ConfigError(f"head={head!r} is not one of: {', '.join(HEADS)}")
         discriminator.head = nn.Identity()
         self.backbone = discriminator.eval()  # eval: measuring the width must not touch BN statistics
+        self.image_shape = discriminator.image_shape
         with torch.no_grad():
             width = discriminator.embed(torch.zeros(1, *discriminator.image_shape)).shape[1]
-        self.head = (nn.Linear(width, num_classes) if head == "linear" else
-                     nn.Sequential(nn.Linear(width, head_units), nn.ReLU(), nn.Linear(head_units, num_classes)))
+        if head == "linear":
+            self.head: nn.Module = nn.Linear(width, num_classes)
+        else:
+            self.head = nn.Sequential(nn.Linear(width, head_units), nn.ReLU(),
+                                      nn.Linear(head_units, num_classes))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.embed(images))
@@ -53,23 +57,32 @@ class TransferNet(nn.Module):
 
 def build_classifier(arch: str, channels: int, image_size: int, num_classes: int,
                      input: str = "native") -> nn.Module:
-    """An untrained classifier of (N, channels, image_size, image_size) images in [-1, 1] -> logits."""
+    """An untrained classifier of (N, channels, image_size, image_size) images in [-1, 1] -> logits.
+
+    Like the GAN models it carries `image_shape`, the (C, H, W) of the images it takes.
+    """
+    check_arch(arch, input)
+    if arch in TORCHVISION:
+        model = _torchvision(arch, channels, num_classes, native=input == "native")
+        if input == "native":
+            _check_fits(model, channels, image_size, arch)
+        else:
+            model = nn.Sequential(Resize(224), model)
+    else:
+        body = _cnn(channels) if arch == "cnn" else _lenet5(channels, image_size)
+        model = _with_classifier(body, channels, image_size, arch, num_classes)
+    model.image_shape = (channels, image_size, image_size)
+    return model
+
+
+def check_arch(arch: str, input: str) -> None:
     if arch not in ARCHS:
         raise ConfigError(f"arch={arch!r} is not one of: {', '.join(ARCHS)}")
     if input not in INPUTS:
         raise ConfigError(f"input={input!r} is not one of: {', '.join(INPUTS)}")
-    if arch not in TORCHVISION:
-        if input != "native":
-            raise ConfigError(f"input={input!r} is only for {', '.join(TORCHVISION)}: arch={arch} reads "
-                              "images at their own size (use input=native)")
-        body = _cnn(channels) if arch == "cnn" else _lenet5(channels, image_size)
-        return _with_classifier(body, channels, image_size, arch, num_classes)
-    native = input == "native"
-    model = _torchvision(arch, channels, num_classes, native)
-    if not native:
-        return nn.Sequential(Resize(224), model)
-    _check_fits(model, channels, image_size, arch)
-    return model
+    if input != "native" and arch not in TORCHVISION:
+        raise ConfigError(f"input={input!r} is only for {', '.join(TORCHVISION)}: arch={arch} reads "
+                          "images at their own size (use input=native)")
 
 
 def _cnn(channels: int) -> nn.Sequential:
