@@ -59,7 +59,9 @@ def scheduler(space: SearchSpace) -> TrialScheduler:
                                   min_samples_required=3)
     return PopulationBasedTraining(time_attr=TIME_ATTR, perturbation_interval=spec.perturbation_interval,
                                    hyperparam_mutations=space.pbt_mutations(),
-                                   custom_explore_fn=space.clip_to_bounds, synch=False)
+                                   # synchronous: a clone comes from the same epoch, so MLflow steps stay
+                                   # continuous in the run of the trial that exploits it
+                                   custom_explore_fn=space.clip_to_bounds, synch=True)
 
 
 def searcher(space: SearchSpace):
