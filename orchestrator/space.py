@@ -154,10 +154,6 @@ class SearchSpace:
                 config[name] = int(round(value)) if p.type == "int" else float(value)
         return config
 
-    def trial_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        """What the trainer receives: the fixed values and this trial's params."""
-        return {**copy.deepcopy(self.fixed), **params}
-
     def describe(self) -> str:
         """A short summary for `--dry-run`."""
         sched = self.scheduler.model_dump(exclude_none=True)

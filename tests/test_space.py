@@ -167,7 +167,7 @@ def test_shipped_conditional_space_with_its_own_sampler() -> None:
     assert {t.params["loss"] for t in study.trials} == {"bce", "wgan-gp"}
     for trial in study.trials:
         assert ("n_critic" in trial.params) == (trial.params["loss"] == "wgan-gp")
-        config = space.trial_config(trial.params)
+        config = {**space.fixed, **trial.params}
         assert config["dataset"] == "mnist" and config["lr"] == trial.params["lr"]
 
 
@@ -223,7 +223,7 @@ def test_overrides_defaults_and_yaml_floats(tmp_path: Path) -> None:
     assert (changed.num_samples, changed.max_concurrent, space.num_samples) == (20, 4, 8)
     with pytest.raises(SpaceError, match="num_samples"):
         space.with_overrides(num_samples=0)
-    assert space.trial_config({"lr": 3e-4}) == {"dataset": "mnist5k", "epochs": 3, "lr": 3e-4}
+    assert space.define_by_run(optuna.create_study().ask()) == {"dataset": "mnist5k", "epochs": 3}
 
 
 @pytest.mark.parametrize("kind, cls", [("random", "RandomSampler"), ("tpe", "TPESampler"),
@@ -395,8 +395,8 @@ def test_optuna_distributions_of_stepped_params(tmp_path: Path) -> None:
 
 def test_run_name_says_what_differs() -> None:
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml")
-    config = space.trial_config({"lr": 0.000213, "beta1": 0.4237, "loss": "lsgan", "batch_size": 64,
-                                 "ngf": 24, "ndf": 16})
+    config = {**space.fixed, "lr": 0.000213, "beta1": 0.4237, "loss": "lsgan", "batch_size": 64,
+              "ngf": 24, "ndf": 16}
     assert space.run_name(7, config) == "t007 lr=2.1e-4 beta1=0.42 lsgan bs=64 ngf=24 ndf=16"
     assert space.run_name(1234, {"loss": "bce"}) == "t1234 bce"
     assert space.run_name(0, {}) == "t000"
@@ -416,6 +416,6 @@ def test_run_name_bools_conditionals_and_truncation() -> None:
     assert space.run_name(5, short) == "t005 bce spectral_norm lr=2e-4"  # in param order; no n_critic
     full = {"loss": "wgan-gp", "n_critic": 5, "spectral_norm": False, "noise_dim": 100, "lr": 1e-5,
             "beta1": 0.0, "batch_size": 256, "d_dropout": 0.25}
-    name = space.run_name(12, space.trial_config(full))
+    name = space.run_name(12, {**space.fixed, **full})
     assert name == "t012 wgan-gp n_critic=5 no-spectral_norm noise_dim=100 …"  # whole parts, <= 60
     assert space.run_name(1, {"loss": "x" * 80}) == "t001 " + "x" * 54 + "…"
