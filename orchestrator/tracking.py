@@ -91,6 +91,7 @@ class TrackingCallback(tune.Callback):
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
         self.checked_lost = False
+        self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "parent", "space")
@@ -148,6 +149,19 @@ class TrackingCallback(tune.Callback):
         run_id = self.run_of(trial, trials)
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, STATUS, "running")
+        self._note_new_config(run_id, trial)
+
+    def _note_new_config(self, run_id: str, trial) -> None:
+        """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
+        if run_id not in self.configs:
+            self.configs[run_id] = dict(self.client.get_run(run_id).data.params)
+        known = self.configs[run_id]
+        changed = {k: str(v)[:6000] for k, v in trial.config.items()
+                   if k in known and str(v)[:6000] != known[k]}
+        since = self.logged_epoch.get(run_id, 0) + 1
+        if changed and since <= trial.config.get("epochs", self.spec.defaults["epochs"]):
+            self.client.set_tag(run_id, f"gansweep.config_from_epoch_{since:03d}", json.dumps(changed))
+            known.update(changed)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_of(trial, trials)

@@ -158,3 +158,21 @@ def test_killed_driver_resumes_with_every_trial_once(tmp_path, tiny, ray_address
     for kid in trials:
         assert epochs_logged(client, kid) == [1, 2, 3]
         assert kid.info.status == "FINISHED"
+
+
+def test_pbt_exploits_and_records_the_new_hyperparameters(tmp_path, tiny, ray_address):
+    space = write_space(tmp_path, tiny, num_samples=4, max_concurrent=4, resources={"cpu": 0.5},
+                        fixed={**tiny, "epochs": 2},
+                        scheduler={"type": "pbt", "perturbation_interval": 1, "max_t": 2})
+    without_sampler = yaml.safe_load(space.read_text())
+    del without_sampler["sampler"]  # PBT samples its own population
+    space.write_text(yaml.safe_dump(without_sampler))
+    assert main(sweep_args(tmp_path, space, ray_address)) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, kids = children(client, "tiny")
+    assert len(kids) == 4
+    for kid in kids:
+        assert epochs_logged(client, kid) == [1, 2], "a cloned checkpoint continues the epochs"
+    mutated = [k for k in kids if any(t.startswith("gansweep.config_from_epoch_") for t in k.data.tags)]
+    assert mutated, "with 4 trials, the bottom quarter exploits the top one at each perturbation"
