@@ -92,6 +92,7 @@ class TrackingCallback(tune.Callback):
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
         self.checked_lost = False
         self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
+        self.open_runs: set[str] = set()  # started and not yet closed
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "parent", "space")
@@ -149,6 +150,7 @@ class TrackingCallback(tune.Callback):
         run_id = self.run_of(trial, trials)
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, STATUS, "running")
+        self.open_runs.add(run_id)
         self._note_new_config(run_id, trial)
 
     def _note_new_config(self, run_id: str, trial) -> None:
@@ -197,12 +199,23 @@ class TrackingCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_of(trial, trials)
         error = trial.get_error()
+        self.open_runs.discard(run_id)
         self.client.set_tag(run_id, STATUS, "failed")
         self.client.set_tag(run_id, "gansweep.error", str(error)[-5000:] if error else "unknown")
         self.client.set_terminated(run_id, "FAILED")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.run_of(trial, trials)
+        self._close(self.run_of(trial, trials), trial)
+
+    def on_experiment_end(self, trials, **info):
+        """Trials still running when the sweep ends (its time budget ran out) are closed too."""
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id in self.open_runs:
+                self._close(run_id, trial, why="the sweep's time budget ran out")
+
+    def _close(self, run_id: str, trial, why: str = "") -> None:
+        self.open_runs.discard(run_id)
         last = trial.last_result or {}
         if last.get("diverged"):
             self.client.set_tag(run_id, STATUS, "diverged")
@@ -214,6 +227,8 @@ class TrackingCallback(tune.Callback):
         self.client.set_tag(run_id, STATUS, "stopped_early" if stopped else "finished")
         if stopped:
             self.client.set_tag(run_id, "gansweep.stopped_early", "true")
+        if why:
+            self.client.set_tag(run_id, "gansweep.stop_reason", why)
         self.client.set_terminated(run_id, "FINISHED")
 
     def _log_models(self, run_id: str, trial) -> None:

@@ -64,3 +64,10 @@ def test_unreadable_config_file(capsys, tmp_path):
     bad.write_text("lr: [unclosed")
     code, err = run(capsys, tmp_path, "dcgan", "--config", str(bad))
     assert code == 2 and str(bad) in err
+
+
+def test_standard_fid_without_its_weights(capsys, tmp_path, tiny):
+    args = [f"--set={k}={v}" for k, v in tiny.items()]
+    code, err = run(capsys, tmp_path, "dcgan", *args, "--set", "standard_fid=true")
+    assert code == 2
+    assert "standard_fid=true needs the torch-fidelity package" in err

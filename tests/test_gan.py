@@ -91,3 +91,16 @@ def test_dcgan_sizes(size):
     images = generator(torch.randn(2, config["noise_dim"]))
     assert images.shape == (2, 3, size, size)
     assert discriminator(images).shape == (2,)
+
+
+def test_large_folders_stream_through_a_dataloader(tiny, tmp_path, monkeypatch):
+    from trainers import data
+
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)  # every folder counts as large
+    loaded = data.load(gan.resolve("dcgan", tiny), torch.device("cpu"))
+    assert isinstance(loaded.train, data.LoaderSplit)
+    images, labels = next(loaded.train.batches(8, shuffle=True))
+    assert images.shape == (8, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    record = Recorder(tmp_path)
+    gan.train_dcgan({**tiny, "epochs": 1}, record)
+    assert math.isfinite(record.metrics[0]["fid"])

@@ -176,3 +176,17 @@ def test_pbt_exploits_and_records_the_new_hyperparameters(tmp_path, tiny, ray_ad
         assert epochs_logged(client, kid) == [1, 2], "a cloned checkpoint continues the epochs"
     mutated = [k for k in kids if any(t.startswith("gansweep.config_from_epoch_") for t in k.data.tags)]
     assert mutated, "with 4 trials, the bottom quarter exploits the top one at each perturbation"
+
+
+def test_time_budget_ends_the_sweep_and_closes_every_run(tmp_path, tiny, ray_address):
+    space = write_space(tmp_path, tiny, num_samples=50, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 50})
+    assert main(sweep_args(tmp_path, space, ray_address, "--time-budget", "25s")) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    assert 1 <= len(kids) < 50
+    assert all(k.info.status != "RUNNING" for k in kids), "no run is left open"
+    cut = [k for k in kids if k.data.tags.get("gansweep.stop_reason") == "the sweep's time budget ran out"]
+    assert cut and all(k.data.tags["gansweep.status"] == "stopped_early" for k in cut)
