@@ -282,7 +282,11 @@ def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
 
 
 def _culprit(spec: TrainerSpec, fixed: dict[str, Any], message: str) -> str | None:
-    """The fixed key a ConfigError is about: the first one rejected alone, else the first one it names."""
+    """The fixed key a ConfigError is about: the one its message starts with (`key=value ...`), else
+    the first one rejected alone, else the first one it names."""
+    named = re.match(r"(\w+)=", message)
+    if named and named.group(1) in fixed:
+        return named.group(1)
     for key, value in fixed.items():
         try:
             spec.resolve({key: value})

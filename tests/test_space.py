@@ -419,3 +419,19 @@ def test_run_name_bools_conditionals_and_truncation() -> None:
     name = space.run_name(12, {**space.fixed, **full})
     assert name == "t012 wgan-gp n_critic=5 no-spectral_norm noise_dim=100 …"  # whole parts, <= 60
     assert space.run_name(1, {"loss": "x" * 80}) == "t001 " + "x" * 54 + "…"
+
+
+@pytest.mark.parametrize("fixed, field, words", [
+    ({"lr": -1}, "fixed.lr", "lr=-1 must be a number greater than 0"),
+    ({"freeze_epochs": 30}, "fixed.freeze_epochs", "freeze_epochs=30 is larger than epochs=20"),
+])
+def test_transfer_fixed_values_blame_the_right_key(tmp_path: Path, fixed: dict, field: str,
+                                                    words: str) -> None:
+    space = yaml.safe_load((ROOT / "search_spaces" / "transfer_freeze_mnist.yaml").read_text())
+    space["fixed"].update(fixed)
+    space["params"].pop("freeze_epochs")
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump(space))
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    assert err.value.field == field and words in str(err.value)
