@@ -192,5 +192,7 @@ def test_time_budget_ends_the_sweep_and_closes_every_run(tmp_path, tiny, ray_add
     assert parent.info.status == "FINISHED"
     assert 1 <= len(kids) < 50
     assert all(k.info.status != "RUNNING" for k in kids), "no run is left open"
+    # A trial still running when the budget ends (the budget may also end between two trials)
+    # is closed as stopped early, with the reason.
     cut = [k for k in kids if k.data.tags.get("gansweep.stop_reason") == "the sweep's time budget ran out"]
-    assert cut and all(k.data.tags["gansweep.status"] == "stopped_early" for k in cut)
+    assert all(k.data.tags["gansweep.status"] == "stopped_early" for k in cut)
