@@ -31,6 +31,7 @@ class Row:
     epochs: int
     params: dict[str, str]
     run_id: str
+    run: Run  # as searched: every param and latest metric, no second fetch
 
 
 def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
@@ -44,7 +45,8 @@ def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row
     return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
                 status=run.data.tags.get(STATUS, run.info.status.lower()),
                 epochs=int(run.data.metrics.get("epoch", 0)),
-                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id)
+                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
+                run=run)
             for i, run in enumerate(sorted(runs, key=key), 1)]
 
 
@@ -84,14 +86,14 @@ def ui_link(tracking_uri: str, experiment: str, metric: str, mode: str) -> str:
             f"&orderByKey={order}&orderByAsc={'true' if mode == 'min' else 'false'}")
 
 
-def study_of(rows: list[Row], client: MlflowClient, space: SearchSpace) -> optuna.Study:
+def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
     """An Optuna study rebuilt from the finished runs, for Optuna's importance and coordinate plots."""
     distributions = space.optuna_distributions()
     study = optuna.create_study(direction="minimize" if space.primary_mode == "min" else "maximize")
     for row in rows:
         if not math.isfinite(row.value):
             continue
-        run_params = client.get_run(row.run_id).data.params
+        run_params = row.run.data.params
         params = {}
         for name, dist in distributions.items():
             if name in run_params:
@@ -122,7 +124,7 @@ def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, director
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} of the best trials")
         ax.legend(fontsize=7)
         made.append(_save(fig, directory / "best_trials.png"))
-    study = study_of(rows, client, space)
+    study = study_of(rows, space)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(finished) >= 2 and study.trials[0].distributions:
         import warnings
@@ -154,10 +156,10 @@ def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
     return [k for k, v in signed.items() if not any(dominates(o, v) for o in signed.values())]
 
 
-def print_pareto_front(client: MlflowClient, rows: list[Row], space: SearchSpace) -> None:
+def print_pareto_front(rows: list[Row], space: SearchSpace) -> None:
     points = {}
     for row in rows:
-        metrics = client.get_run(row.run_id).data.metrics
+        metrics = row.run.data.metrics
         values = [metrics.get(m, math.nan) for m in space.metrics]
         if all(math.isfinite(v) for v in values):
             points[row.name] = values
@@ -188,7 +190,7 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
     print(f"\nLeaderboard ({metric}, {'lower' if mode == 'min' else 'higher'} is better):")
     print(table(rows[:20], metric))
     if len(space.metrics) > 1:
-        print_pareto_front(client, rows, space)
+        print_pareto_front(rows, space)
     if rows and math.isfinite(rows[0].value):
         best = rows[0]
         client.log_metric(parent, f"best_{metric}", best.value)
