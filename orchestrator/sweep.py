@@ -25,7 +25,7 @@ from ray.tune.schedulers import (
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import summary, tracking
+from orchestrator import cluster_resources, summary, tracking
 from orchestrator.progress import ProgressCallback
 from orchestrator.space import SearchSpace
 from orchestrator.trial import make_trainable
@@ -169,7 +169,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
-        if address is not None and (problem := cluster_resources_problem(space)):
+        if address is not None and (problem := cluster_resources.problem(space)):
             raise UsageError(f"{space.path}: {problem}")
         if not resume:
             parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
@@ -194,13 +194,3 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
     finally:
         ray.shutdown()
 
-
-def cluster_resources_problem(space: SearchSpace) -> str | None:
-    """Why no node of the joined cluster can run one trial (or None)."""
-    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(all(res.get(k, 0) >= v for k, v in need.items() if v) for res in nodes):
-        return None
-    have = "; ".join(f"{r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
-    return (f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU but no node has that "
-            f"({have}). Lower resources, or add GPU workers to the cluster.")

@@ -1,0 +1,193 @@
+"""`python -m orchestrator sweep ...`: the command line of gansweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from orchestrator.space import SearchSpace, SpaceError, load_space
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class UsageError(Exception):
+    """Bad input found before anything started: printed as is, exit code 2."""
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'2h', '90m', '1h30m', '45s' or plain seconds -> seconds."""
+    if text is None:
+        return None
+    number = r"(\d+(?:\.\d+)?)"
+    match = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", text)
+    if not text.strip() or not match or not any(match.groups()):
+        raise UsageError(f"--time-budget {text!r}: expected a duration like 2h, 90m, 1h30m or 600")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise UsageError(f"--time-budget {text!r}: must be longer than 0")
+    return total
+
+
+def preview(space: SearchSpace, n: int = 10) -> str:
+    """The first trials the sampler would start, with their resources (for --dry-run)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if space.scheduler.type == "pbt":
+        return "PBT: the initial population is sampled by Tune from the params above."
+    study = optuna.create_study(sampler=space.optuna_sampler(),
+                                directions=["minimize" if m == "min" else "maximize" for m in space.modes])
+    lines = [f"First {min(n, space.num_samples)} of {space.num_samples} trials "
+             f"(each {space.resources.cpu:g} CPU, {space.resources.gpu:g} GPU):"]
+    for index in range(1, min(n, space.num_samples) + 1):
+        trial = study.ask()
+        space.define_by_run(trial)
+        lines.append(f"  {space.run_name(index, trial.params)}")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return "\n".join(lines)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from orchestrator import sweep as sweeps  # imports Ray: only once the input is known good
+
+    space = load_space(args.space or QUICKSTART).with_overrides(args.num_samples, args.max_concurrent)
+    budget = parse_duration(args.time_budget)
+    print(space.describe())
+    if args.dry_run:
+        print(preview(space))
+        print("Dry run: nothing started.")
+        return 0
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return sweeps.run(space, address=args.address, storage=args.storage, tracking_uri=tracking_uri,
+                         resume=args.resume, time_budget_s=budget)
+
+
+def tracking_uri_of(args: argparse.Namespace) -> str:
+    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def report(args: argparse.Namespace) -> int:
+    from orchestrator import runs, summary
+
+    client = runs.connect(tracking_uri_of(args))
+    sweep = runs.latest_sweep(client, args.experiment)
+    metric, mode = args.metric or sweep.metric, args.mode or sweep.mode
+    trials = runs.children(client, sweep.experiment_id, sweep.parent.info.run_id)
+    if trials and not any(metric in r.data.metrics for r in trials):
+        known = sorted({m for r in trials for m in r.data.metrics})
+        raise runs.LookupProblem(f"no run of this sweep has metric {metric!r}; they have: {', '.join(known)}")
+    rows = summary.rank(trials, metric, mode, runs.varying_params(trials))
+    print(f"{sweep.experiment_name}: {sweep.parent.info.run_name} ({len(rows)} trials, "
+          f"{metric} {'lower' if mode == 'min' else 'higher'} is better)")
+    print(summary.table(rows[: args.top], metric))
+    if args.csv:
+        args.csv.write_text(summary.to_csv(rows, metric))
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def promote(args: argparse.Namespace) -> int:
+    from orchestrator import registry, runs
+
+    client = runs.connect(tracking_uri_of(args))
+    if args.rollback:
+        if not (args.name or args.experiment):
+            raise UsageError("--rollback needs the experiment or --name of the registered model")
+        print(registry.rollback(client, args.name or f"{args.experiment}-generator"))
+        return 0
+    sweep = runs.latest_sweep(client, args.experiment)
+    name = args.name or f"{sweep.experiment_name}-generator"
+    print(registry.promote(client, sweep, name, args.metric or sweep.metric, args.mode or sweep.mode,
+                           args.force))
+    print(f"sample from it: python -m orchestrator generate models:/{name}@champion --out grid.png")
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from orchestrator import registry, runs
+
+    runs.connect(tracking_uri_of(args))
+    mlflow.set_tracking_uri(tracking_uri_of(args))
+    height, width = registry.generate(args.model_uri, args.n, args.out, args.seed)
+    print(f"wrote {args.out}: {args.n} samples of {height}x{width} from {args.model_uri}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="gansweep: GAN and classifier sweeps on Ray Tune + Optuna + MLflow")
+    commands = top.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("sweep", help="run a search space as a Ray Tune sweep",
+                            description="Run a search space: Optuna proposes, Ray Tune runs and stops "
+                                        "trials, MLflow records one run per trial under one sweep run.")
+    s.add_argument("space", nargs="?", type=Path, help=f"search-space YAML (default: {QUICKSTART.name})")
+    s.add_argument("--address", help="Ray cluster to join: 'auto' on the head node, or HOST:PORT "
+                                     "(default: start a local Ray instance)")
+    s.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
+    s.add_argument("--max-concurrent", type=int, help="trials running at once (overrides the space)")
+    s.add_argument("--storage", help="where checkpoints and Tune state go: a folder shared by the "
+                                     "nodes or s3://bucket/path (default: ./sweeps)")
+    s.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                          f"{DEFAULT_TRACKING_URI})")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the newest interrupted sweep of this space from its storage")
+    s.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 2h")
+    s.add_argument("--dry-run", action="store_true", help="validate, show the first trials, start nothing")
+    s.set_defaults(func=sweep)
+
+    def tracking(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                              f"{DEFAULT_TRACKING_URI})")
+
+    r = commands.add_parser("report", help="rank the trials of a sweep (read from MLflow)")
+    r.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
+    r.add_argument("--top", type=int, default=20, help="rows to show (default 20)")
+    r.add_argument("--metric", help="rank by this metric (default: the sweep's)")
+    r.add_argument("--mode", choices=["min", "max"], help="lower or higher is better (default: the sweep's)")
+    r.add_argument("--csv", type=Path, help="also write the whole table to this CSV file")
+    tracking(r)
+    r.set_defaults(func=report)
+
+    p = commands.add_parser("promote", help="register the best generator of a sweep as @champion")
+    p.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
+    p.add_argument("--metric", help="rank by this metric (default: the sweep's)")
+    p.add_argument("--mode", choices=["min", "max"], help="lower or higher is better (default: the sweep's)")
+    p.add_argument("--name", help="registered model name (default: EXPERIMENT-generator)")
+    p.add_argument("--force", action="store_true", help="promote even if the champion is as good or better")
+    p.add_argument("--rollback", action="store_true", help="move @champion back to @previous")
+    tracking(p)
+    p.set_defaults(func=promote)
+
+    g = commands.add_parser("generate", help="write a sample grid from a registered generator")
+    g.add_argument("model_uri", nargs="?", default="models:/quickstart-generator@champion",
+                   help="an MLflow model URI (default: models:/quickstart-generator@champion)")
+    g.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    g.add_argument("--out", type=Path, default=Path("grid.png"), help="PNG to write (default grid.png)")
+    g.add_argument("--seed", type=int, default=0)
+    tracking(g)
+    g.set_defaults(func=generate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpaceError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from orchestrator.runs import LookupProblem
+
+        if not isinstance(err, LookupProblem):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,78 @@
+"""Finding sweeps and their trial runs in MLflow (what `report` and `promote` read)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+# Tags gansweep puts on its runs.
+ROLE, TRIAL_ID, STATUS = "gansweep.role", "gansweep.trial_id", "gansweep.status"
+
+
+class LookupProblem(Exception):
+    """Something the user named is not in MLflow: printed as is, non-zero exit."""
+
+
+@dataclass
+class Sweep:
+    experiment_id: str
+    experiment_name: str
+    parent: Run
+
+    @property
+    def metric(self) -> str:
+        return self.parent.data.tags.get("gansweep.metric", "fid")
+
+    @property
+    def mode(self) -> str:
+        return self.parent.data.tags.get("gansweep.mode", "min")
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """A client, after checking that a tracking server answers (instead of minutes of retries)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as err:
+            raise LookupProblem(
+                f"the tracking server {tracking_uri} does not answer ({err}). Start it (mlflow/serve) "
+                "or point --tracking-uri / MLFLOW_TRACKING_URI at the right one."
+            ) from err
+    return MlflowClient(tracking_uri)
+
+
+def latest_sweep(client: MlflowClient, experiment: str | None) -> Sweep:
+    """The newest sweep of the named experiment, or of all experiments when none is named."""
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise LookupProblem(f"experiment {experiment!r} does not exist; there are: "
+                                f"{', '.join(names) or 'none'}")
+        experiments = [found]
+    else:
+        experiments = client.search_experiments()
+    by_id = {e.experiment_id: e.name for e in experiments}
+    runs = client.search_runs(list(by_id), filter_string=f"tags.`{ROLE}` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if by_id else []
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else "this tracking store"
+        raise LookupProblem(f"{where} has no sweep yet: run `python -m orchestrator sweep` first")
+    parent = runs[0]
+    return Sweep(parent.info.experiment_id, by_id[parent.info.experiment_id], parent)
+
+
+def children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The trial runs of one sweep."""
+    return client.search_runs([experiment_id], max_results=5000,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def varying_params(runs: list[Run]) -> list[str]:
+    """The params whose values differ between runs: the ones worth a column."""
+    names = sorted({name for run in runs for name in run.data.params})
+    return [n for n in names if len({run.data.params.get(n) for run in runs}) > 1]

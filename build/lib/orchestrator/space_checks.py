@@ -1,0 +1,371 @@
+"""Validation of a search-space file: its schema, and every check that runs before anything starts.
+
+`check_file` turns the parsed YAML into the validated fields of a `SearchSpace`, or raises one
+`SpaceError` naming the file, the field, what is wrong and how to fix it. Besides its own rules it
+asks the trainer (`TrainerSpec.resolve`) about the fixed values, every choice and both bounds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trainers.config import ConfigError
+from trainers.registry import TRAINERS, TrainerSpec
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+SCHEDULERS = ("asha", "median", "fifo", "pbt")
+PARAM_TYPES = ("float", "int", "categorical")
+MODES = ("min", "max")
+# Scheduler fields each type reads; max_t (the epoch a trial stops at) applies to all.
+SCHEDULER_FIELDS = {"asha": {"grace_period", "reduction_factor"}, "median": {"grace_period"},
+                    "fifo": set(), "pbt": {"perturbation_interval"}}
+
+
+class SpaceError(Exception):
+    """A space that cannot run. Message: `<file>: <field>: <what is wrong>. <how to fix>`."""
+
+    def __init__(self, path: str | Path, field: str, message: str):
+        self.path, self.field = str(path), field
+        super().__init__(f"{path}: {field}: {message}" + ("" if message.endswith((".", "?")) else "."))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SamplerSpec(_Strict):
+    type: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int | None = Field(None, ge=0)  # nsga2: the population size
+
+
+class SchedulerSpec(_Strict):
+    type: str | None = None  # asha, or fifo for several metrics
+    max_t: int | None = Field(None, ge=1)
+    grace_period: int | None = Field(None, ge=1)
+    reduction_factor: float | None = Field(None, gt=1)
+    perturbation_interval: int | None = Field(None, ge=1)
+
+
+class Param(_Strict):
+    type: str
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    when: dict[str, Any] = Field(default_factory=dict)  # every entry must hold: {param: value or [values]}
+
+
+class SpaceFile(_Strict):
+    name: str = Field(min_length=1)
+    trainer: str
+    metric: str | list[str]
+    mode: str | list[str]
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    max_failures: int = Field(2, ge=-1)  # -1: retry forever
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Param] = Field(default_factory=dict)
+
+
+def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Parsed YAML -> SearchSpace's fields (all but path and content_hash); SpaceError if it cannot run."""
+    try:
+        f = SpaceFile.model_validate(data)
+    except ValidationError as exc:
+        raise _from_pydantic(path, exc.errors()[0]) from None
+
+    def fail(field: str, message: str) -> SpaceError:
+        return SpaceError(path, field, message)
+
+    if f.trainer not in TRAINERS:
+        raise fail("trainer", f"unknown trainer '{f.trainer}'. {hint(f.trainer, TRAINERS)}")
+    spec = TRAINERS[f.trainer]
+    metrics, modes = listify(f.metric), listify(f.mode)
+    if len(modes) != len(metrics):
+        raise fail("mode", f"{len(metrics)} metric(s) but {len(modes)} mode(s). Give one mode per metric")
+    for i, (metric, mode) in enumerate(zip(metrics, modes, strict=True)):
+        at = "" if isinstance(f.metric, str) else f".{i}"
+        if metric not in spec.metrics:
+            raise fail("metric" + at, f"trainer '{f.trainer}' never reports '{metric}'. "
+                       f"{hint(metric, spec.metrics)}")
+        if mode not in MODES:
+            raise fail("mode" + at, f"mode '{mode}' is not min or max. Use min or max")
+    s = f.sampler
+    if s.type not in SAMPLERS:
+        raise fail("sampler.type", f"unknown sampler '{s.type}'. {hint(s.type, SAMPLERS)}")
+    if s.type == "nsga2" and len(metrics) < 2:
+        raise fail("metric", "nsga2 searches a Pareto front of 2+ metrics. List two metrics and modes, "
+                   "or use sampler tpe")
+    if s.type != "nsga2" and len(metrics) != 1:
+        raise fail("metric", f"sampler {s.type} optimises one metric. Keep one, or use sampler nsga2")
+    if s.type == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise fail("sampler.type", "cmaes needs the 'cmaes' package. pip install cmaes, or use tpe")
+    if f.resources.gpu > 1 and not float(f.resources.gpu).is_integer():
+        raise fail("resources.gpu", f"fractional gpu above 1 ({f.resources.gpu:g}) cannot be scheduled. "
+                   "Use a fraction in (0, 1] to share a card, or whole cards (2, 4, ...)")
+    for where, keys in (("fixed", f.fixed), ("params", f.params)):
+        for key in keys:
+            if key not in spec.defaults:
+                raise fail(f"{where}.{key}", f"'{key}' is not a config key of trainer '{f.trainer}'. "
+                           f"{hint(key, spec.defaults)}")
+    _check_fixed(fail, spec, f.fixed)
+    for name, p in f.params.items():
+        if name in f.fixed:
+            raise fail(f"params.{name}", f"'{name}' is also in fixed. Keep it in one place")
+        _check_param(fail, f"params.{name}", p)
+    _check_probes(fail, spec, f.fixed, f.params, conditional=False)  # a bad choice before a `when` naming it
+    _check_conditions(fail, f.params)
+    params = _dependency_order(fail, f.params)
+    _check_probes(fail, spec, f.fixed, params, conditional=True)
+    scheduler = _check_scheduler(fail, f, spec.defaults, multi=len(metrics) > 1)
+    if s.type == "grid":
+        for name, p in params.items():
+            if p.when:
+                raise fail(f"params.{name}.when", "grid enumerates the full product, so a conditional param "
+                           "would repeat configurations. Remove when, or use sampler tpe or random")
+            if finite_values(p) is None:
+                raise fail(f"params.{name}", "grid needs a finite set of values; a float without step has "
+                           "none. Add step, or make it categorical")
+    num_samples, note = fit_samples(path, s.type, scheduler.type, params, f.num_samples,
+                                    explicit="num_samples" in data)
+    return dict(name=f.name, trainer=f.trainer, metrics=metrics, modes=modes, num_samples=num_samples,
+                max_concurrent=f.max_concurrent, resources=f.resources, sampler=s, scheduler=scheduler,
+                max_failures=f.max_failures, fixed=dict(f.fixed), params=params,
+                notes=(note,) if note else ())
+
+
+def fit_samples(path: Path, sampler: str, scheduler: str | None, params: dict[str, Param], num_samples: int,
+                explicit: bool) -> tuple[int, str | None]:
+    """(num_samples, note): grid runs exactly its grid, so num_samples defaults to the grid size and is
+    clamped to it (with a note when the YAML or the CLI asked for more)."""
+    if scheduler == "pbt" and num_samples < 2:
+        raise SpaceError(path, "num_samples", "pbt needs a population of at least 2. Raise it")
+    if sampler != "grid":
+        return num_samples, None
+    size = math.prod(len(finite_values(p) or ()) for p in params.values())
+    if explicit and num_samples <= size:
+        return num_samples, None
+    note = f"num_samples {num_samples} exceeds the grid ({size} points); running {size}" if explicit else None
+    return size, note
+
+
+def _check_param(fail: Any, where: str, p: Param) -> None:
+    if p.type not in PARAM_TYPES:
+        raise fail(f"{where}.type", f"unknown param type '{p.type}'. Use one of: {', '.join(PARAM_TYPES)}")
+    numeric = [k for k in ("low", "high", "step") if getattr(p, k) is not None] + (["log"] if p.log else [])
+    if p.type == "categorical":
+        if numeric:
+            raise fail(f"{where}.{numeric[0]}", f"a categorical param has no {numeric[0]}. Remove it, "
+                       "or use type float/int")
+        if not p.choices:
+            raise fail(f"{where}.choices", "choices is empty or missing. List at least one value")
+        bad = [c for c in p.choices if not isinstance(c, (str, int, float, bool, type(None)))]
+        if bad:
+            raise fail(f"{where}.choices", f"{bad[0]!r} is not a scalar. Optuna choices must be str, int, "
+                       "float, bool or null")
+        if len({repr(c) for c in p.choices}) < len(p.choices):
+            raise fail(f"{where}.choices", "choices repeat a value. List each value once")
+        return
+    if p.choices is not None:
+        raise fail(f"{where}.choices", f"a {p.type} param has no choices. Remove them, or use categorical")
+    for key in ("low", "high"):
+        if getattr(p, key) is None:
+            raise fail(f"{where}.{key}", f"missing. A {p.type} param needs low and high")
+    for key in ("low", "high", "step"):
+        value = getattr(p, key)
+        if p.type == "int" and value is not None and not float(value).is_integer():
+            raise fail(f"{where}.{key}", f"{value} is not a whole number. Use type: float for fractions")
+    if p.low >= p.high:
+        fix = "Swap them" if p.low > p.high else "Widen the range, or move the value to fixed"
+        raise fail(f"{where}.low", f"low ({p.low:g}) must be < high ({p.high:g}). {fix}")
+    if p.log and p.low <= 0:
+        raise fail(f"{where}.low", f"log scale needs low > 0 (got {p.low:g}). Raise low, or set log: false")
+    if p.step is not None:
+        if p.step <= 0:
+            raise fail(f"{where}.step", f"step ({p.step:g}) must be > 0. Use a positive step")
+        if p.log and (p.type == "float" or p.step != 1):
+            raise fail(f"{where}.step", "Optuna cannot combine log with a step. Remove one of them")
+        n = (p.high - p.low) / p.step
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            raise fail(f"{where}.high", f"high ({p.high:g}) is not low + k*step. Set high to "
+                       f"{clean(p.low + math.floor(n) * p.step):g}")
+
+
+def _check_conditions(fail: Any, params: dict[str, Param]) -> None:
+    for name, p in params.items():
+        for other, cond in p.when.items():
+            field = f"params.{name}.when.{other}"
+            if other == name:
+                raise fail(field, "a param cannot depend on itself. Remove this condition")
+            if other not in params:
+                raise fail(field, f"'{other}' is not a param of this space. {hint(other, params)}")
+            wanted = listify(cond)
+            if not wanted:
+                raise fail(field, "the value list is empty, so the condition never holds. List values")
+            choices = params[other].choices or []
+            never = [v for v in wanted if params[other].type == "categorical" and v not in choices]
+            if never:
+                raise fail(field, f"{never[0]!r} is not one of {other}'s choices {choices}, so the "
+                           "condition never holds. Use one of them")
+
+
+def _dependency_order(fail: Any, params: dict[str, Param]) -> dict[str, Param]:
+    """Params reordered so every `when` refers to earlier ones (YAML order otherwise kept)."""
+    ordered: dict[str, Param] = {}
+    pending = list(params)
+    while pending:
+        ready = [n for n in pending if all(other in ordered for other in params[n].when)]
+        if not ready:
+            raise fail(f"params.{pending[0]}.when", f"conditions form a cycle among {', '.join(pending)}. "
+                       "Remove one of them")
+        for name in list(pending):
+            if all(other in ordered for other in params[name].when):
+                ordered[name] = params[name]
+                pending.remove(name)
+    return ordered
+
+
+def _check_fixed(fail: Any, spec: TrainerSpec, fixed: dict[str, Any]) -> None:
+    """The trainer's own validation (spec.resolve) of the fixed values."""
+    try:
+        spec.resolve(dict(fixed))
+    except ConfigError as exc:
+        key = _culprit(spec, fixed, str(exc))
+        raise fail(f"fixed.{key}" if key else "fixed", f"trainer '{spec.name}' rejects it: {exc}. "
+                   "Fix the value") from None
+
+
+def _check_probes(fail: Any, spec: TrainerSpec, fixed: dict[str, Any], params: dict[str, Param],
+                  conditional: bool) -> None:
+    """spec.resolve on fixed + each choice / both bounds of each param (the conditional ones, or the
+    others), one value at a time; a conditional param with the values its `when` needs."""
+    for name, p in params.items():
+        if bool(p.when) != conditional:
+            continue
+        if p.type == "categorical":
+            probes = [("choices", value, f"{value!r}", "Remove it from choices") for value in p.choices or ()]
+        else:
+            cast = int if p.type == "int" else float
+            probes = [(key, cast(getattr(p, key)), f"{key} {getattr(p, key):g}", "Narrow the range")
+                      for key in ("low", "high")]
+        for key, value, shown, fix in probes:
+            try:
+                spec.resolve({**fixed, **_context(name, params), name: value})
+            except ConfigError as exc:
+                raise fail(f"params.{name}.{key}",
+                           f"trainer '{spec.name}' rejects {shown}: {exc}. {fix}") from None
+
+
+def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
+    """Values that make `name`'s conditions hold, its conditions' conditions included (no cycles here)."""
+    context: dict[str, Any] = {}
+    for other, cond in params[name].when.items():
+        context.update({**_context(other, params), other: listify(cond)[0]})
+    return context
+
+
+def _culprit(spec: TrainerSpec, fixed: dict[str, Any], message: str) -> str | None:
+    """The fixed key a ConfigError is about: the one its message starts with (`key=value ...`), else
+    the first one rejected alone, else the first one it names."""
+    named = re.match(r"(\w+)=", message)
+    if named and named.group(1) in fixed:
+        return named.group(1)
+    for key, value in fixed.items():
+        try:
+            spec.resolve({key: value})
+        except ConfigError:
+            return key
+    return next((k for k in fixed if re.search(rf"\b{re.escape(k)}\b", message)), None)
+
+
+def _check_scheduler(fail: Any, f: SpaceFile, defaults: Any, multi: bool) -> SchedulerSpec:
+    sched = f.scheduler.model_copy()
+    sched.type = sched.type or ("fifo" if multi else "asha")
+    if sched.type not in SCHEDULERS:
+        raise fail("scheduler.type", f"unknown scheduler '{sched.type}'. {hint(sched.type, SCHEDULERS)}")
+    if multi and sched.type != "fifo":
+        raise fail("scheduler.type", f"{sched.type} stops trials on one metric, but this space has "
+                   f"{len(listify(f.metric))}. Use scheduler fifo with nsga2")
+    for key in ("grace_period", "reduction_factor", "perturbation_interval"):
+        if getattr(sched, key) is not None and key not in SCHEDULER_FIELDS[sched.type]:
+            raise fail(f"scheduler.{key}", f"{sched.type} does not use {key}. Remove it")
+    top = f.params.get("epochs")
+    top = None if top is None else max(top.choices) if top.type == "categorical" else top.high
+    epochs = f.fixed.get("epochs") or top or defaults.get("epochs") or 100
+    sched.max_t = sched.max_t or (int(epochs) if isinstance(epochs, (int, float)) else 100)
+    if sched.type in ("asha", "median"):
+        sched.grace_period = sched.grace_period or 1
+        if sched.grace_period > sched.max_t:
+            raise fail("scheduler.grace_period", f"grace_period ({sched.grace_period}) must be <= max_t "
+                       f"({sched.max_t}). Lower it")
+    if sched.type == "asha":
+        sched.reduction_factor = sched.reduction_factor or 3
+    if sched.type == "pbt":
+        sched.perturbation_interval = sched.perturbation_interval or max(1, sched.max_t // 4)
+        if "sampler" in f.model_fields_set and f.sampler.type != "random":
+            raise fail("sampler.type", "pbt samples its own population and cannot use an Optuna sampler. "
+                       "Remove sampler, or use type random")
+        if not f.params:
+            raise fail("params", "pbt needs at least one param to mutate. Add one, or use asha")
+        conditional = [name for name, p in f.params.items() if p.when]
+        if conditional:
+            raise fail(f"params.{conditional[0]}.when", "pbt cannot mutate conditional params. Remove "
+                       "when, or use scheduler asha")
+    return sched
+
+
+def _from_pydantic(path: Path, err: Any) -> SpaceError:
+    # Union members show up in loc as type tags ('str', 'list[str]', 'int', 'float'): skip them.
+    tags = ("str", "int", "float")
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and (p in tags or "[" in p))]
+    field = ".".join(loc) or "(top)"
+    if err["type"] == "extra_forbidden":
+        model = {"resources": Resources, "sampler": SamplerSpec, "scheduler": SchedulerSpec,
+                 "params": Param}.get(loc[0], SpaceFile) if len(loc) > 1 else SpaceFile
+        return SpaceError(path, field, f"unknown field '{loc[-1]}'. {hint(loc[-1], model.model_fields)}")
+    if err["type"] == "missing":
+        return SpaceError(path, field, "missing. Add it (see search_spaces/quickstart.yaml)")
+    return SpaceError(path, field, f"got {err.get('input')!r}: {err['msg']}")
+
+
+def hint(word: str, known: Any) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(str(word), known, n=3)
+    return f"Did you mean {' or '.join(close)}?" if close else f"Use one of: {', '.join(known)}"
+
+
+def listify(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def clean(x: float) -> float:
+    """x with float noise removed (0.30000000000000004 -> 0.3)."""
+    return float(f"{x:.12g}")
+
+
+def finite_values(p: Param) -> list[Any] | None:
+    """A param's finite values (categorical, int, float with step), else None."""
+    if p.type == "categorical":
+        return list(p.choices or [])
+    if p.type == "int":
+        return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+    if p.step is None:
+        return None
+    return [clean(p.low + k * p.step) for k in range(round((p.high - p.low) / p.step) + 1)]

@@ -1,0 +1,205 @@
+"""The end of a sweep: a leaderboard read back from MLflow, pictures, and what to do next."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from orchestrator.runs import STATUS, children  # noqa: E402
+from orchestrator.space import SearchSpace  # noqa: E402
+
+
+@dataclass
+class Row:
+    rank: int
+    name: str
+    value: float
+    status: str
+    epochs: int
+    params: dict[str, str]
+    run_id: str
+    run: Run  # as searched: every param and latest metric, no second fetch
+
+
+def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
+    """Trial runs best first by metric (runs without it last)."""
+    sign = 1 if mode == "min" else -1
+
+    def key(run: Run) -> tuple[bool, float]:
+        value = run.data.metrics.get(metric)
+        return (value is None or not math.isfinite(value), sign * (value or 0.0))
+
+    return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
+                status=run.data.tags.get(STATUS, run.info.status.lower()),
+                epochs=int(run.data.metrics.get("epoch", 0)),
+                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
+                run=run)
+            for i, run in enumerate(sorted(runs, key=key), 1)]
+
+
+def _short(text: str) -> str:
+    """A parameter as MLflow keeps it (a string), with floats cut to 3 significant digits."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() and "." not in text else f"{number:.3g}"
+
+
+def table(rows: list[Row], metric: str) -> str:
+    header = ["rank", "run", metric, "status", "epochs", *(rows[0].params if rows else []), "run id"]
+    lines = [[str(r.rank), r.name, f"{r.value:.4g}", r.status, str(r.epochs), *r.params.values(),
+              r.run_id] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
+
+
+def to_csv(rows: list[Row], metric: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["rank", "run", metric, "status", "epochs", *(rows[0].params if rows else []),
+                     "run_id"])
+    for r in rows:
+        writer.writerow([r.rank, r.name, r.value, r.status, r.epochs, *r.params.values(), r.run_id])
+    return out.getvalue()
+
+
+def ui_link(tracking_uri: str, experiment: str, metric: str, mode: str) -> str:
+    """The runs table of the sweep's experiment, ranked by the metric (MLflow 3's UI)."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    order = quote(f"metrics.`{metric}`")
+    return (f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+            f"&orderByKey={order}&orderByAsc={'true' if mode == 'min' else 'false'}")
+
+
+def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
+    """An Optuna study rebuilt from the finished runs, for Optuna's importance and coordinate plots."""
+    distributions = space.optuna_distributions()
+    study = optuna.create_study(direction="minimize" if space.primary_mode == "min" else "maximize")
+    for row in rows:
+        if not math.isfinite(row.value):
+            continue
+        run_params = row.run.data.params
+        params = {}
+        for name, dist in distributions.items():
+            if name in run_params:
+                params[name] = _typed(run_params[name], dist)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={n: distributions[n] for n in params}, value=row.value))
+    return study
+
+
+def _typed(text: str, dist):
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return next(c for c in dist.choices if str(c) == text)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return int(float(text))
+    return float(text)
+
+
+def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, directory: Path) -> list[Path]:
+    """Parameter importances, parallel coordinates, and the metric curves of the best trials."""
+    made = []
+    metric = space.primary_metric
+    best = [r for r in rows if math.isfinite(r.value)][:5]
+    if best:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for row in best:
+            history = sorted(client.get_metric_history(row.run_id, metric), key=lambda m: m.step)
+            ax.plot([m.step for m in history], [m.value for m in history], marker="o", label=row.name)
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} of the best trials")
+        ax.legend(fontsize=7)
+        made.append(_save(fig, directory / "best_trials.png"))
+    study = study_of(rows, space)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(finished) >= 2 and study.trials[0].distributions:
+        import warnings
+
+        from optuna.visualization import matplotlib as optuna_plots
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+        for name, plot in (("param_importances.png", optuna_plots.plot_param_importances),
+                           ("parallel_coordinate.png", optuna_plots.plot_parallel_coordinate)):
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError) as err:  # e.g. every trial had the same params
+                print(f"note: no {name}: {err}")
+                continue
+            axes = ax if hasattr(ax, "figure") else ax.flat[0]
+            made.append(_save(axes.figure, directory / name))
+    return made
+
+
+def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
+    """The keys whose objective vectors no other point dominates (better or equal everywhere)."""
+    signed = {key: [v if mode == "min" else -v for v, mode in zip(values, modes, strict=True)]
+              for key, values in points.items()}
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [k for k, v in signed.items() if not any(dominates(o, v) for o in signed.values())]
+
+
+def print_pareto_front(rows: list[Row], space: SearchSpace) -> None:
+    points = {}
+    for row in rows:
+        metrics = row.run.data.metrics
+        values = [metrics.get(m, math.nan) for m in space.metrics]
+        if all(math.isfinite(v) for v in values):
+            points[row.name] = values
+    front = pareto_front(points, space.modes)
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(space.metrics, space.modes, strict=True))
+    print(f"\nPareto front over {objectives}:")
+    for name in front:
+        print(f"  {name}: " + ", ".join(f"{m} {v:.4g}" for m, v in zip(space.metrics, points[name],
+                                                                       strict=True)))
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpace,
+           tracking_uri: str) -> list[Row]:
+    """Log the leaderboard and pictures to the parent run, print the table and the next steps."""
+    metric, mode = space.primary_metric, space.primary_mode
+    rows = rank(children(client, experiment, parent), metric, mode, list(space.params))
+    client.log_text(parent, to_csv(rows, metric), "leaderboard.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        for picture in pictures(client, rows, space, Path(tmp)):
+            client.log_artifact(parent, str(picture), "plots")
+    print(f"\nLeaderboard ({metric}, {'lower' if mode == 'min' else 'higher'} is better):")
+    print(table(rows[:20], metric))
+    if len(space.metrics) > 1:
+        print_pareto_front(rows, space)
+    if rows and math.isfinite(rows[0].value):
+        best = rows[0]
+        client.log_metric(parent, f"best_{metric}", best.value)
+        client.set_tag(parent, "gansweep.best_run", best.run_id)
+        print(f"\nBest trial: {best.name}: {metric} {best.value:.4g} (MLflow run {best.run_id})")
+    link = ui_link(tracking_uri, experiment, metric, mode)
+    if tracking_uri.startswith("http"):
+        print(f"Runs, curves and sample grids: {link}")
+    else:
+        print(f"Runs, curves and sample grids: mlflow ui --backend-store-uri {tracking_uri}\n  then {link}")
+    print(f"Promote the best generator: python -m orchestrator promote {space.name}")
+    return rows

@@ -1,0 +1,206 @@
+"""Build and run the Ray Tune sweep of a search space: searcher, scheduler, resources, storage,
+failure policy, and the driver-side callbacks (MLflow, progress)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator import summary, tracking
+from orchestrator.progress import ProgressCallback
+from orchestrator.space import SearchSpace
+from orchestrator.trial import make_trainable
+
+# Our progress lines and MLflow replace Tune's console tables; the snapshot warning is about
+# num_to_keep, which is what keeps storage small.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+TIME_ATTR = "epoch"  # schedulers count the trainer's epochs, which survive retries and resumes
+
+
+@dataclass
+class SweepSettings:
+    storage: str  # a local folder or an s3:// URI, shared by every node
+    tune_name: str
+    time_budget_s: float | None = None
+    resume: bool = False
+
+
+def scheduler(space: SearchSpace) -> TrialScheduler:
+    """The space's scheduler; metric and mode come from the TuneConfig."""
+    spec = space.scheduler
+    if len(space.metrics) > 1 or spec.type == "fifo":
+        return FIFOScheduler()
+    if spec.type == "asha":
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.max_t, grace_period=spec.grace_period,
+                             reduction_factor=spec.reduction_factor)
+    if spec.type == "median":
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=spec.grace_period,
+                                  min_samples_required=3)
+    return PopulationBasedTraining(time_attr=TIME_ATTR, perturbation_interval=spec.perturbation_interval,
+                                   hyperparam_mutations=space.pbt_mutations(),
+                                   # synchronous: a clone comes from the same epoch, so MLflow steps stay
+                                   # continuous in the run of the trial that exploits it
+                                   custom_explore_fn=space.clip_to_bounds, synch=True)
+
+
+def searcher(space: SearchSpace):
+    """Optuna through Tune's OptunaSearch (define-by-run: conditionals work); none for PBT."""
+    if space.scheduler.type == "pbt":
+        return None
+    metric = space.metrics if len(space.metrics) > 1 else space.primary_metric
+    mode = space.modes if len(space.modes) > 1 else space.primary_mode
+    search = OptunaSearch(space=space.define_by_run, metric=metric, mode=mode,
+                          sampler=space.optuna_sampler())
+    return ConcurrencyLimiter(search, max_concurrent=space.max_concurrent)
+
+
+def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Callback]) -> tune.Tuner:
+    objectives = dict(zip(space.metrics, space.modes, strict=True))
+    trainable = tune.with_resources(make_trainable(space.trainer, objectives),
+                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    run_config = tune.RunConfig(
+        name=settings.tune_name,
+        storage_path=settings.storage,
+        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+        # PBT copies other trials' checkpoints: keep more of them around.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.scheduler.type == "pbt" else 2),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    if settings.resume:
+        # Tune restores its own state (trials, searcher, scheduler, the callbacks as pickled).
+        path = storage_join(settings.storage, settings.tune_name)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    single = len(space.metrics) == 1
+    search = searcher(space)
+    tune_config = tune.TuneConfig(
+        metric=space.primary_metric if single else None,
+        mode=space.primary_mode if single else None,
+        search_alg=search,
+        scheduler=scheduler(space),
+        num_samples=space.num_samples,
+        max_concurrent_trials=None if search else space.max_concurrent,  # else the limiter does it
+        time_budget_s=settings.time_budget_s,
+        trial_name_creator=partial(trial_name, zero_based=space.scheduler.type == "pbt"),
+        trial_dirname_creator=partial(trial_dirname, zero_based=space.scheduler.type == "pbt"),
+    )
+    param_space = space.tune_param_space() if space.scheduler.type == "pbt" else None
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
+                      param_space=param_space)
+
+
+def trial_name(trial, zero_based: bool) -> str:
+    return f"t{tracking.trial_number(trial, zero_based):03d}"
+
+
+def trial_dirname(trial, zero_based: bool) -> str:
+    return f"{trial_name(trial, zero_based)}_{trial.trial_id}"
+
+
+def storage_join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
+
+
+def default_storage() -> str:
+    return str(Path("sweeps").resolve())
+
+
+def tune_name(space: SearchSpace) -> str:
+    return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def local_resources_problem(space: SearchSpace) -> str | None:
+    """Why this machine cannot run one trial of the space, checked before Ray starts (or None)."""
+    cpus = os.cpu_count() or 1
+    if space.resources.cpu > cpus:
+        return (f"resources.cpu: {space.resources.cpu} CPUs per trial, but this machine has {cpus}. "
+                f"Lower it, or run on a cluster with --address auto.")
+    if space.resources.gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus < math.ceil(space.resources.gpu):
+            return (f"resources.gpu: {space.resources.gpu} GPU per trial, but this machine has {gpus}. "
+                    f"Set gpu: 0 to train on the CPU, or run on a GPU cluster with --address auto.")
+    return None
+
+
+def run(space: SearchSpace, address: str | None, storage: str | None, tracking_uri: str, resume: bool,
+        time_budget_s: float | None) -> int:
+    """One `sweep` invocation: checks, MLflow parent run, Ray, Tune, summary. Returns the exit code."""
+    from orchestrator.cli import UsageError
+
+    if address is None and (problem := local_resources_problem(space)):
+        raise UsageError(f"{space.path}: {problem}")
+    client = MlflowClient(tracking_uri)
+    if resume:
+        found = client.get_experiment_by_name(space.name)
+        previous = found and tracking.latest_parent(client, found.experiment_id)
+        if not previous:
+            raise UsageError(f"--resume: experiment {space.name!r} in {tracking_uri} has no sweep to resume")
+        parent, tags = previous.info.run_id, previous.data.tags
+        settings = SweepSettings(tags["gansweep.storage"], tags["gansweep.tune_name"], time_budget_s, True)
+        client.update_run(parent, status="RUNNING")
+    else:
+        settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
+    experiment = tracking.experiment_id(client, space.name)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        if address is not None and (problem := cluster_resources_problem(space)):
+            raise UsageError(f"{space.path}: {problem}")
+        if not resume:
+            parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
+        callbacks = [tracking.TrackingCallback(tracking_uri, experiment, parent, space),
+                     ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
+                                      time_budget_s, zero_based=space.scheduler.type == "pbt")]
+        print(f"sweep {settings.tune_name}: {space.num_samples} trials, {space.max_concurrent} at a time; "
+              f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
+        try:
+            tuner(space, settings, callbacks).fit()
+        except KeyboardInterrupt:
+            client.set_terminated(parent, "KILLED")
+            print(f"\ninterrupted: continue with  python -m orchestrator sweep {space.path} --resume",
+                  file=sys.stderr)
+            return 130
+        except BaseException:
+            client.set_terminated(parent, "FAILED")
+            raise
+        summary.finish(client, experiment, parent, space, tracking_uri)
+        client.set_terminated(parent, "FINISHED")
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def cluster_resources_problem(space: SearchSpace) -> str | None:
+    """Why no node of the joined cluster can run one trial (or None)."""
+    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(res.get(k, 0) >= v for k, v in need.items() if v) for res in nodes):
+        return None
+    have = "; ".join(f"{r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
+    return (f"resources: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU but no node has that "
+            f"({have}). Lower resources, or add GPU workers to the cluster.")

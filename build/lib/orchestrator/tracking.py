@@ -1,0 +1,284 @@
+"""MLflow bookkeeping of a sweep, done on the driver: one parent run, one child run per trial.
+
+The driver is the only MLflow writer. Trials hand their metrics to Tune and their pictures and
+weights to Tune's checkpoints; this callback logs them as Tune records them. So a child run is
+created once per trial (found again by its `gansweep.trial_id` tag after a retry or --resume),
+an epoch is logged once (results at or below the last logged epoch are skipped), and no trial
+process ever opens the tracking store: no SQLite write contention, no credentials on workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
+
+import trainers
+from orchestrator.runs import ROLE, STATUS, TRIAL_ID
+from orchestrator.space import SearchSpace
+from orchestrator.trial import METRICS_FILE
+from trainers import checkpoint as checkpoints
+from trainers import registry
+
+# Models are saved pickled (not 'pt2'): conditional generators take (noise, labels) and
+# `generate` needs the nn.Module with its attributes. They are our own models, in our own store.
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment of a space, created here on the driver before any trial starts."""
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
+                 tune_name: str) -> str:
+    scheduler = space.scheduler.type
+    sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
+    run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
+        ROLE: "sweep", "gansweep.space_file": str(space.path), "gansweep.space_hash": space.content_hash,
+        "gansweep.git_commit": git_commit(), "gansweep.sampler": sampler,
+        "gansweep.scheduler": scheduler, "gansweep.storage": storage, "gansweep.tune_name": tune_name,
+        "gansweep.trainer": space.trainer, "gansweep.metric": space.primary_metric,
+        "gansweep.mode": space.primary_mode,
+    })
+    client.log_artifact(run.info.run_id, str(space.path))
+    return run.info.run_id
+
+
+def latest_parent(client: MlflowClient, experiment: str):
+    """The newest sweep of an experiment (what --resume continues), or None."""
+    runs = client.search_runs([experiment], filter_string=f"tags.`{ROLE}` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+class TrackingCallback(tune.Callback):
+    """Pickled by Tune with the experiment (and unpickled by --resume): holds only names and ids,
+    and reconnects to the tracking server when it is set up again."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace):
+        self.tracking_uri, self.experiment, self.parent, self.space = tracking_uri, experiment, parent, space
+
+    def setup(self, **info):
+        mlflow.set_tracking_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        self.spec = registry.get(self.space.trainer)
+        self.runs: dict[str, str] = {}  # trial id -> run id
+        self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
+        self.checked_lost = False
+        self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
+        self.open_runs: set[str] = set()  # started and not yet closed
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("tracking_uri", "experiment", "parent", "space")
+        return {k: v for k, v in self.__dict__.items() if k in keep}
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run_of(self, trial, trials) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment], max_results=1,
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}' and "
+                          f"tags.`{TRIAL_ID}` = '{trial.trial_id}'")
+        if found:
+            run_id = found[0].info.run_id
+            self.logged_epoch[run_id] = int(found[0].data.metrics.get("epoch", 0))
+        else:
+            run_id = self._create(trial, trial_number(trial, self.space.scheduler.type == "pbt"))
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def _create(self, trial, index: int) -> str:
+        config = dict(trial.config)
+        run = self.client.create_run(self.experiment, run_name=self.space.run_name(index, config), tags={
+            "mlflow.parentRunId": self.parent, TRIAL_ID: trial.trial_id, STATUS: "running",
+            "gansweep.trainer": self.space.trainer,
+        })
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
+        self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
+        return run.info.run_id
+
+    # -- Tune events -----------------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        """After --resume: close the runs of trials that Tune never saved before the driver died.
+
+        Tune snapshots its state every few seconds; a trial started just before a kill has an
+        MLflow run but is unknown to the restored Tune, which samples a replacement instead.
+        """
+        if self.checked_lost:
+            return
+        self.checked_lost = True
+        known = {t.trial_id for t in trials}
+        for run in self.client.search_runs(
+                [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'"):
+            if run.data.tags.get(TRIAL_ID) not in known and run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, STATUS, "lost")
+                self.client.set_tag(run.info.run_id, "gansweep.stop_reason",
+                                    "the driver died before Tune recorded this trial; --resume ran a "
+                                    "new trial in its place")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self.run_of(trial, trials)
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, STATUS, "running")
+        self.open_runs.add(run_id)
+        self._note_new_config(run_id, trial)
+
+    def _note_new_config(self, run_id: str, trial) -> None:
+        """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
+        if run_id not in self.configs:
+            self.configs[run_id] = dict(self.client.get_run(run_id).data.params)
+        known = self.configs[run_id]
+        changed = {k: str(v)[:6000] for k, v in trial.config.items()
+                   if k in known and str(v)[:6000] != known[k]}
+        since = self.logged_epoch.get(run_id, 0) + 1
+        if changed and since <= trial.config.get("epochs", self.spec.defaults["epochs"]):
+            self.client.set_tag(run_id, f"gansweep.config_from_epoch_{since:03d}", json.dumps(changed))
+            known.update(changed)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_of(trial, trials)
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self.logged_epoch.get(run_id, 0):
+            return  # already logged before a retry or a driver restart
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, epoch) for k, v in result.items()
+                   if k not in NOT_LOGGED and _is_number(v)]
+        tags = [RunTag("gansweep.stop_reason", result["stop_reason"])] if result.get("diverged") else []
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.logged_epoch[run_id] = epoch
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        """Each epoch's sample grid, read from the checkpoint in the sweep's storage."""
+        run_id = self.run_of(trial, trials)
+        fs, path = checkpoint.filesystem, checkpoint.path
+        epoch = json.loads(_read(fs, f"{path}/{METRICS_FILE}"))["epoch"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("samples", "confusion_matrix"):
+                try:
+                    data = _read(fs, f"{path}/{name}.png")
+                except (FileNotFoundError, OSError):
+                    continue
+                picture = Path(tmp) / f"epoch_{epoch:03d}.png"
+                picture.write_bytes(data)
+                self.client.log_artifact(run_id, str(picture), name)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run_id = self.run_of(trial, trials)
+        self.client.set_tag(run_id, "gansweep.retries", str(trial.num_failures))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_of(trial, trials)
+        error = trial.get_error()
+        self.open_runs.discard(run_id)
+        self.client.set_tag(run_id, STATUS, "failed")
+        self.client.set_tag(run_id, "gansweep.error", str(error)[-5000:] if error else "unknown")
+        self.client.set_terminated(run_id, "FAILED")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(self.run_of(trial, trials), trial)
+
+    def on_experiment_end(self, trials, **info):
+        """Trials still running when the sweep ends (its time budget ran out) are closed too."""
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id in self.open_runs:
+                self._close(run_id, trial, why="the sweep's time budget ran out")
+
+    def _close(self, run_id: str, trial, why: str = "") -> None:
+        self.open_runs.discard(run_id)
+        last = trial.last_result or {}
+        if last.get("diverged"):
+            self.client.set_tag(run_id, STATUS, "diverged")
+            self.client.set_terminated(run_id, "FAILED")
+            return
+        planned = trial.config.get("epochs", self.spec.defaults["epochs"])
+        stopped = last.get("epoch", 0) < planned
+        self._log_models(run_id, trial)
+        self.client.set_tag(run_id, STATUS, "stopped_early" if stopped else "finished")
+        if stopped:
+            self.client.set_tag(run_id, "gansweep.stopped_early", "true")
+        if why:
+            self.client.set_tag(run_id, "gansweep.stop_reason", why)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_models(self, run_id: str, trial) -> None:
+        """The trial's last weights as MLflow PyTorch models (generator, discriminator, ...).
+
+        A failure here is tagged on the run and printed, but never fails the trial or the sweep.
+        """
+        if trial.checkpoint is None:
+            return
+        try:
+            self._export(run_id, trial)
+        except Exception as err:  # noqa: BLE001 - the metrics and samples are still worth keeping
+            self.client.set_tag(run_id, "gansweep.model_error", repr(err)[-5000:])
+            print(f"warning: could not log the models of run {run_id}: {err!r}", file=sys.stderr)
+
+    def _export(self, run_id: str, trial) -> None:
+        with trial.checkpoint.as_directory() as directory:
+            state = checkpoints.load(directory)["task"]
+        models = self.spec.export(dict(trial.config), state)
+        code = str(Path(trainers.__file__).parent)  # the models load where gansweep is not installed
+        # Given, not inferred: inference imports the model in a subprocess, seconds per model.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        with mlflow.start_run(run_id=run_id):
+            for name, model in models.items():
+                mlflow.pytorch.log_model(model, name=name, code_paths=[code], signature=_signature(model),
+                                         serialization_format="pickle", pip_requirements=requirements)
+
+
+def trial_number(trial, zero_based: bool = False) -> int:
+    """1, 2, 3... in the order the trials were created (Tune's experiment tag starts with it; it
+    counts from 1 with a searcher and from 0 without one, as under PBT)."""
+    return int(str(trial.experiment_tag).split("_", 1)[0]) + (1 if zero_based else 0)
+
+
+def _signature(model):
+    """noise -> images for an unconditional generator, images -> scores for a discriminator."""
+    from mlflow.models import infer_signature
+
+    if getattr(model, "num_classes", 0):
+        return None  # a conditional model takes (input, labels): no single-tensor signature
+    example = (torch.randn(2, model.noise_dim) if hasattr(model, "noise_dim")
+               else torch.zeros(2, *model.image_shape))
+    with torch.no_grad():
+        return infer_signature(example.numpy(), model(example).numpy())
+
+
+def _read(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

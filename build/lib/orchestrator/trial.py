@@ -1,0 +1,51 @@
+"""What runs inside a Tune trial: a trainer whose report hook is `ray.tune.report`.
+
+The trial itself talks to no MLflow server. Each epoch's checkpoint (weights, sample grid and
+`metrics.json`) goes through Tune into the sweep's storage, and the driver's tracking callback
+logs from there: one writer per sweep, and exactly-once logging that follows Tune's own record
+of results and checkpoints, across retries and `--resume` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from trainers import registry
+from trainers.loop import Diverged
+
+METRICS_FILE = "metrics.json"
+
+
+def make_trainable(trainer: str, objectives: dict[str, str]):
+    """A Tune function trainable for `trainer`; objectives maps each ranked metric to min/max."""
+    spec = registry.get(trainer)
+    worst = {metric: math.inf if mode == "min" else -math.inf for metric, mode in objectives.items()}
+
+    def run_trial(config: dict[str, Any]) -> None:
+        def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            if checkpoint_dir is None:  # divergence: a last result without a checkpoint
+                tune.report({**metrics, **worst})
+                return
+            (Path(checkpoint_dir) / METRICS_FILE).write_text(json.dumps(metrics))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+        with tempfile.TemporaryDirectory(prefix="resume-") as local:
+            checkpoint = tune.get_checkpoint()
+            if checkpoint is not None:  # a retry after a failure, a resumed sweep, or a PBT exploit
+                with checkpoint.as_directory() as directory:
+                    shutil.copytree(directory, local, dirs_exist_ok=True)
+                config = {**config, "resume_from": local}
+            try:
+                spec.train(config, report)
+            except Diverged:
+                return  # reported with the reason; the tracking callback marks the run failed
+
+    run_trial.__name__ = f"gansweep_{trainer}"
+    return run_trial

