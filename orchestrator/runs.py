@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 
 # Tags gansweep puts on its runs.
 ROLE, TRIAL_ID, STATUS = "gansweep.role", "gansweep.trial_id", "gansweep.status"
+# Where a trial ran: its last node and GPUs, and every placement (a retry may move it).
+NODE, GPUS, PLACEMENTS = "gansweep.node_id", "gansweep.gpu_ids", "gansweep.placements"
 
 
 class LookupProblem(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator import cluster_resources, summary, tracking
+from orchestrator import storage as storages
 from orchestrator.progress import ProgressCallback
 from orchestrator.space import SearchSpace
 from orchestrator.trial import make_trainable
@@ -35,6 +37,7 @@ from orchestrator.trial import make_trainable
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
+ADDRESS_TIMEOUT_S = 5.0
 TIME_ATTR = "epoch"  # schedulers count the trainer's epochs, which survive retries and resumes
 
 
@@ -130,6 +133,26 @@ def tune_name(space: SearchSpace) -> str:
     return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+NO_CLUSTER_HINT = ("Start a cluster with `ray up cluster.yaml` and run the sweep on its head with --address "
+                   "auto, or leave --address out to run on this machine.")
+
+
+def address_problem(address: str) -> str | None:
+    """An address where no Ray cluster answers, found in seconds: `ray.init` would retry for
+    a minute or more. 'auto' needs no check: Ray fails at once when it finds no cluster."""
+    if address == "auto" or "://" in address:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return f"--address {address!r}: expected HOST:PORT of a Ray head (such as 10.0.0.5:6379) or 'auto'."
+    try:
+        socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        return f"--address {address}: no Ray cluster answers there ({why}). {NO_CLUSTER_HINT}"
+    return None
+
+
 def local_resources_problem(space: SearchSpace) -> str | None:
     """Why this machine cannot run one trial of the space, checked before Ray starts (or None)."""
     cpus = os.cpu_count() or 1
@@ -153,6 +176,8 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
 
     if address is None and (problem := local_resources_problem(space)):
         raise UsageError(f"{space.path}: {problem}")
+    if address is not None and (problem := address_problem(address)):
+        raise UsageError(problem)
     client = MlflowClient(tracking_uri)
     if resume:
         found = client.get_experiment_by_name(space.name)
@@ -161,17 +186,25 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
             raise UsageError(f"--resume: experiment {space.name!r} in {tracking_uri} has no sweep to resume")
         parent, tags = previous.info.run_id, previous.data.tags
         settings = SweepSettings(tags["gansweep.storage"], tags["gansweep.tune_name"], time_budget_s, True)
-        client.update_run(parent, status="RUNNING")
     else:
         settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
-    experiment = tracking.experiment_id(client, space.name)
+    if problem := storages.write_problem(settings.storage):
+        raise UsageError(problem)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    except ConnectionError as error:
+        raise UsageError(f"--address {address}: {error} {NO_CLUSTER_HINT}") from None
     try:
         if address is not None and (problem := cluster_resources.problem(space)):
             raise UsageError(f"{space.path}: {problem}")
-        if not resume:
+        if address is not None and (problem := storages.shared_problem(settings.storage)):
+            raise UsageError(problem)
+        experiment = tracking.experiment_id(client, space.name)
+        if resume:
+            client.update_run(parent, status="RUNNING")
+        else:
             parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
         callbacks = [tracking.TrackingCallback(tracking_uri, experiment, parent, space),
                      ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,

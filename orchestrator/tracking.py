@@ -28,9 +28,9 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 import trainers
-from orchestrator.runs import ROLE, STATUS, TRIAL_ID
+from orchestrator.runs import GPUS, NODE, PLACEMENTS, ROLE, STATUS, TRIAL_ID
 from orchestrator.space import SearchSpace
-from orchestrator.trial import METRICS_FILE
+from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
 from trainers import checkpoint as checkpoints
 from trainers import registry
 
@@ -93,6 +93,7 @@ class TrackingCallback(tune.Callback):
         self.checked_lost = False
         self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
         self.open_runs: set[str] = set()  # started and not yet closed
+        self.placements: dict[str, list[dict[str, Any]]] = {}  # run id -> where its epochs ran
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "parent", "space")
@@ -109,6 +110,7 @@ class TrackingCallback(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             self.logged_epoch[run_id] = int(found[0].data.metrics.get("epoch", 0))
+            self.placements[run_id] = json.loads(found[0].data.tags.get(PLACEMENTS, "[]"))
         else:
             run_id = self._create(trial, trial_number(trial, self.space.scheduler.type == "pbt"))
         self.runs[trial.trial_id] = run_id
@@ -173,9 +175,21 @@ class TrackingCallback(tune.Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, epoch) for k, v in result.items()
                    if k not in NOT_LOGGED and _is_number(v)]
-        tags = [RunTag("gansweep.stop_reason", result["stop_reason"])] if result.get("diverged") else []
+        tags = self._placement_tags(run_id, epoch, result)
+        if result.get("diverged"):
+            tags.append(RunTag("gansweep.stop_reason", result["stop_reason"]))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.logged_epoch[run_id] = epoch
+
+    def _placement_tags(self, run_id: str, epoch: int, result: dict[str, Any]) -> list[RunTag]:
+        """Tags for the node and GPUs of this result, when they differ from the last ones."""
+        where = {"node_id": result.get(NODE_KEY), "gpus": result.get(GPUS_KEY, "")}
+        history = self.placements.setdefault(run_id, [])
+        if where["node_id"] is None or (history and {k: history[-1][k] for k in where} == where):
+            return []
+        history.append({"from_epoch": epoch, **where})
+        return [RunTag(NODE, where["node_id"]), RunTag(GPUS, where["gpus"]),
+                RunTag(PLACEMENTS, json.dumps(history))]
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Each epoch's sample grid, read from the checkpoint in the sweep's storage."""

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainers import registry
 from trainers.loop import Diverged
 
 METRICS_FILE = "metrics.json"
+NODE_KEY, GPUS_KEY = "node_id", "cuda_visible_devices"  # result keys, not metrics
 
 
 def make_trainable(trainer: str, objectives: dict[str, str]):
@@ -29,12 +32,14 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
     worst = {metric: math.inf if mode == "min" else -math.inf for metric, mode in objectives.items()}
 
     def run_trial(config: dict[str, Any]) -> None:
+        where = placement()
+
         def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
             if checkpoint_dir is None:  # divergence: a last result without a checkpoint
-                tune.report({**metrics, **worst})
+                tune.report({**metrics, **worst, **where})
                 return
             (Path(checkpoint_dir) / METRICS_FILE).write_text(json.dumps(metrics))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         with tempfile.TemporaryDirectory(prefix="resume-") as local:
             checkpoint = tune.get_checkpoint()
@@ -49,3 +54,10 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
 
     run_trial.__name__ = f"gansweep_{trainer}"
     return run_trial
+
+
+def placement() -> dict[str, str]:
+    """Where this attempt of the trial runs: its Ray node and the GPUs Ray gave it (Ray sets
+    CUDA_VISIBLE_DEVICES to exactly those). Recorded in the trial's MLflow run."""
+    return {NODE_KEY: ray.get_runtime_context().get_node_id(),
+            GPUS_KEY: os.environ.get("CUDA_VISIBLE_DEVICES", "")}

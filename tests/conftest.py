@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +66,59 @@ def tiny_mlp(tiny) -> dict:
     return {**{k: v for k, v in tiny.items() if k not in ("ngf", "ndf")}, "hidden": [32, 32, 32]}
 
 
-@pytest.fixture(scope="session")
-def ray_address(cache_dir, tmp_path_factory):
-    """One real Ray head for every test that sweeps (each start costs seconds)."""
+@pytest.fixture(scope="session", autouse=True)
+def ray_sandbox(tmp_path_factory):
+    """Ray's temp folder (sessions, the 'current cluster' file that `--address auto` reads) of its
+    own, and no token auth between these throwaway clusters and their drivers: the suite never
+    touches a Ray instance of the user's."""
     import os
-    import socket
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="gsray-")  # short: Ray's socket paths must fit in 107 bytes
+    os.environ["RAY_TMPDIR"] = root
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(cache_dir):
+    """One real single-node Ray cluster for every test that sweeps (each start costs seconds)."""
+    from clusters import LocalCluster
+
+    cluster = LocalCluster(head_cpus=2)
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    return ray_cluster.address
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server on loopback (a subprocess: the test process stays thread-free for fork),
+    with the bucket `services.BUCKET`: (endpoint URL, a boto3 client)."""
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # A throwaway local cluster: no token auth between the test driver and its head.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray = str(Path(sys.executable).parent / "ray")
-    temp = tmp_path_factory.mktemp("ray")
-    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, capture_output=True)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([ray, "stop", "--force"], capture_output=True)
+    from services import BUCKET, clean_env, free_port, wait_http
+
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{endpoint}/moto-api/", proc, log, timeout=60)
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield endpoint, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

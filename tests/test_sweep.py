@@ -118,13 +118,15 @@ def checkpoints(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "sweeps").glob("*/t*/checkpoint_*"))
 
 
-def test_killed_trial_is_retried_from_its_checkpoint(tmp_path, tiny, ray_address):
+def test_killed_trial_is_retried_from_its_checkpoint(tmp_path, tiny, ray_cluster):
     # Enough epochs (a fraction of a second each) that the kill lands while the trial runs.
     space = write_space(tmp_path, tiny, num_samples=1, scheduler={"type": "fifo"},
                         fixed={**tiny, "epochs": 30})
-    driver = run_in_background(tmp_path, sweep_args(tmp_path, space, ray_address))
+    driver = run_in_background(tmp_path, sweep_args(tmp_path, space, ray_cluster.address))
     wait_for(lambda: len(checkpoints(tmp_path)) >= 1, "the first checkpoint")
-    subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"], check=True)  # the trial's process
+    trial_processes = ray_cluster.trial_processes()
+    assert len(trial_processes) == 1
+    trial_processes[0].kill()  # SIGKILL, as the OOM killer would
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

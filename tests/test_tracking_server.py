@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,45 +18,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from services import BUCKET, FAKE_AWS, NO_AWS, clean_env, free_port, wait_http
 
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ROOT / "mlflow" / "serve"
 PG_ADMIN = os.environ.get("GANSWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-BUCKET = "gansweep-test"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1"}
-NO_AWS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
-          "AWS_EC2_METADATA_DISABLED": "true"}
 KEYS = [f"m{k}" for k in range(10)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{url} exited with {proc.returncode} before answering:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"{url} did not answer in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def clean_env(**extra: str) -> dict:
-    """The environment without any AWS credentials or MLflow client settings of the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env.update(NO_AWS)
-    env.update(extra)
-    return env
 
 
 class Server:
@@ -113,28 +81,6 @@ def pg_database():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory):
-    """moto's S3 server on loopback (a subprocess: the test process stays thread-free for fork)."""
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{endpoint}/moto-api/", proc, log, timeout=60)
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint, client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
