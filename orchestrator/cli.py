@@ -133,8 +133,8 @@ def parser() -> argparse.ArgumentParser:
                                      "(default: start a local Ray instance)")
     s.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
     s.add_argument("--max-concurrent", type=int, help="trials running at once (overrides the space)")
-    s.add_argument("--storage", help="where checkpoints and Tune state go: a folder shared by the "
-                                     "nodes or s3://bucket/path (default: ./sweeps)")
+    s.add_argument("--storage", help="where checkpoints and Tune state go: s3://bucket/path or a folder "
+                                     "every node shares (default: $GANSWEEP_STORAGE, else ./sweeps)")
     s.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                           f"{DEFAULT_TRACKING_URI})")
     s.add_argument("--resume", action="store_true",
@@ -174,7 +174,21 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     tracking(g)
     g.set_defaults(func=generate)
+
+    c = commands.add_parser("check-cluster", help="check a Ray cluster launcher config before `ray up`",
+                            description="Ray's own launcher validation (what `ray up` runs, without "
+                                        "calling the cloud) and gansweep's rules: a head that takes no "
+                                        "trial, GPU workers, spot with an on-demand fallback, token auth.")
+    c.add_argument("cluster_yaml", nargs="?", type=Path, default=Path("cluster.yaml"),
+                   help="the cluster config (default: cluster.yaml)")
+    c.set_defaults(func=check_cluster)
     return top
+
+
+def check_cluster(args: argparse.Namespace) -> int:
+    from orchestrator.cluster_config import check_command
+
+    return check_command(args.cluster_yaml)
 
 
 def main(argv: list[str] | None = None) -> int:

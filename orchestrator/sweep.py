@@ -126,7 +126,8 @@ def storage_join(storage: str, name: str) -> str:
 
 
 def default_storage() -> str:
-    return str(Path("sweeps").resolve())
+    """$GANSWEEP_STORAGE (cluster.yaml sets it on every node to the bucket's sweeps/), else ./sweeps."""
+    return os.environ.get("GANSWEEP_STORAGE") or str(Path("sweeps").resolve())
 
 
 def tune_name(space: SearchSpace) -> str:

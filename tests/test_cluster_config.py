@@ -48,6 +48,16 @@ def test_the_real_cluster_yaml_passes(capsys):
     assert f"{CLUSTER}: ok (head: head, workers: gpu_1x_spot, gpu_4x_spot, gpu_1x_ondemand)" in out
 
 
+def test_check_cluster_command(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    assert main(["check-cluster"]) == 0, "cluster.yaml in the current folder by default"
+    assert "cluster.yaml: ok" in capsys.readouterr().out
+    gpu_less = broken(tmp_path, lambda c: c["available_node_types"]["gpu_4x_spot"]["resources"].pop("GPU"))
+    assert main(["check-cluster", str(gpu_less)]) == 2
+    assert "gpu_4x_spot" in capsys.readouterr().err
+
+
 def test_the_real_cluster_yaml_declares_what_the_brief_requires():
     config = yaml.safe_load(CLUSTER.read_text())
     types = config["available_node_types"]
