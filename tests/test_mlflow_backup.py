@@ -194,6 +194,16 @@ def test_force_replaces_the_database_once_nobody_is_connected(backed_up, databas
     assert sql(target, "SELECT to_regclass('public.unrelated')") == [(None,)]
 
 
+def test_restore_from_a_local_file_needs_no_s3(backed_up, databases, s3, tmp_path):
+    """A dump copied to another machine (aws s3 cp) restores there without any S3 settings."""
+    local = tmp_path / backed_up["name"]
+    s3[1].download_file(BUCKET, backed_up["prefix"] + backed_up["name"], str(local))
+    target = databases()
+    done = run(RESTORE, str(local), MLFLOW_BACKEND_STORE_URI=sa(target))
+    assert done.returncode == 0 and str(local) in done.stdout and "3 runs" in done.stdout, done.stderr
+    assert sql(target, "SELECT count(*) FROM metrics") == [(15,)]
+
+
 def test_restore_with_no_backup_yet_says_so(databases, s3):
     target = databases()
     done = run(RESTORE, "--if-empty", MLFLOW_BACKEND_STORE_URI=target,
