@@ -179,7 +179,9 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
         raise UsageError(f"{space.path}: {problem}")
     if address is not None and (problem := address_problem(address)):
         raise UsageError(problem)
-    client = MlflowClient(tracking_uri)
+    # A new sweep opens the tracking store only once every check has passed: a refused sweep
+    # leaves no experiment and no run behind (and no new mlflow.db).
+    client = MlflowClient(tracking_uri) if resume else None
     if resume:
         found = client.get_experiment_by_name(space.name)
         previous = found and tracking.latest_parent(client, found.experiment_id)
@@ -194,7 +196,9 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+        # "local": a new Ray instance of this sweep's own, even where another one runs on this machine
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                 logging_level="warning")
     except ConnectionError as error:
         raise UsageError(f"--address {address}: {error} {NO_CLUSTER_HINT}") from None
     try:
@@ -202,6 +206,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
             raise UsageError(f"{space.path}: {problem}")
         if address is not None and (problem := storages.shared_problem(settings.storage)):
             raise UsageError(problem)
+        client = client or MlflowClient(tracking_uri)
         experiment = tracking.experiment_id(client, space.name)
         if resume:
             client.update_run(parent, status="RUNNING")

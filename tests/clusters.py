@@ -25,7 +25,9 @@ class LocalCluster:
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": head_cpus, "num_gpus": head_gpus, "include_dashboard": False,
             "_system_config": FAST_FAILURE_DETECTION})
-        self.workers: list[Node] = [self.add(**resources) for resources in workers]
+        self.workers: list[Node] = []
+        for resources in workers:
+            self.add(**resources)
 
     @property
     def address(self) -> str:
@@ -38,6 +40,7 @@ class LocalCluster:
     def add(self, num_cpus: float = 1, num_gpus: float = 0) -> Node:
         node = self.cluster.add_node(num_cpus=num_cpus, num_gpus=num_gpus)
         self.cluster.wait_for_nodes()
+        self.workers.append(node)
         return node
 
     def remove(self, node: Node) -> None:
