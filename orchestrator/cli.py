@@ -92,17 +92,17 @@ def report(args: argparse.Namespace) -> int:
 
 
 def promote(args: argparse.Namespace) -> int:
-    from orchestrator import registry, runs
+    from orchestrator import model_registry, runs
 
     client = runs.connect(tracking_uri_of(args))
     if args.rollback:
         if not (args.name or args.experiment):
             raise UsageError("--rollback needs the experiment or --name of the registered model")
-        print(registry.rollback(client, args.name or f"{args.experiment}-generator"))
+        print(model_registry.rollback(client, args.name or f"{args.experiment}-generator"))
         return 0
     sweep = runs.latest_sweep(client, args.experiment)
     name = args.name or f"{sweep.experiment_name}-generator"
-    print(registry.promote(client, sweep, name, args.metric or sweep.metric, args.mode or sweep.mode,
+    print(model_registry.promote(client, sweep, name, args.metric or sweep.metric, args.mode or sweep.mode,
                            args.force))
     print(f"sample from it: python -m orchestrator generate models:/{name}@champion --out grid.png")
     return 0
@@ -111,11 +111,11 @@ def promote(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     import mlflow
 
-    from orchestrator import registry, runs
+    from orchestrator import model_registry, runs
 
     runs.connect(tracking_uri_of(args))
     mlflow.set_tracking_uri(tracking_uri_of(args))
-    height, width = registry.generate(args.model_uri, args.n, args.out, args.seed)
+    height, width = model_registry.generate(args.model_uri, args.n, args.out, args.seed)
     print(f"wrote {args.out}: {args.n} samples of {height}x{width} from {args.model_uri}")
     return 0
 

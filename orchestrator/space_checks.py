@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trainers.catalog import TRAINERS, TrainerSpec
 from trainers.config import ConfigError
-from trainers.registry import TRAINERS, TrainerSpec
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 SCHEDULERS = ("asha", "median", "fifo", "pbt")

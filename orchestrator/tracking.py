@@ -31,8 +31,8 @@ import trainers
 from orchestrator.runs import GPUS, NODE, PLACEMENTS, ROLE, STATUS, TRIAL_ID
 from orchestrator.space import SearchSpace
 from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
+from trainers import catalog
 from trainers import checkpoint as checkpoints
-from trainers import registry
 
 # Models are saved pickled (not 'pt2'): conditional generators take (noise, labels) and
 # `generate` needs the nn.Module with its attributes. They are our own models, in our own store.
@@ -87,7 +87,7 @@ class TrackingCallback(tune.Callback):
     def setup(self, **info):
         mlflow.set_tracking_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
-        self.spec = registry.get(self.space.trainer)
+        self.spec = catalog.get(self.space.trainer)
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
         self.checked_lost = False

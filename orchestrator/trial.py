@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from trainers import registry
+from trainers import catalog
 from trainers.loop import Diverged
 
 METRICS_FILE = "metrics.json"
@@ -28,7 +28,7 @@ NODE_KEY, GPUS_KEY = "node_id", "cuda_visible_devices"  # result keys, not metri
 
 def make_trainable(trainer: str, objectives: dict[str, str]):
     """A Tune function trainable for `trainer`; objectives maps each ranked metric to min/max."""
-    spec = registry.get(trainer)
+    spec = catalog.get(trainer)
     worst = {metric: math.inf if mode == "min" else -math.inf for metric, mode in objectives.items()}
 
     def run_trial(config: dict[str, Any]) -> None:

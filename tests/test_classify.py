@@ -11,7 +11,7 @@ import pytest
 import torch
 from recording import Recorder
 
-from trainers import augment, classify, evaluator, gan, registry, sources
+from trainers import augment, catalog, classify, evaluator, gan, sources
 from trainers import data as datasets
 from trainers.__main__ import main
 from trainers.checkpoint import load
@@ -81,7 +81,7 @@ def gan_sources(tiny, tmp_path_factory) -> GanSources:
 def test_each_arch_learns_the_shapes(shapes16, tmp_path, arch):
     record = Recorder(tmp_path)
     config = {**shapes16, "arch": arch, **LEARNS[arch]}
-    registry.get("classifier").train(config, record)
+    catalog.get("classifier").train(config, record)
 
     last = record.metrics[-1]
     assert [m["epoch"] for m in record.metrics] == list(range(1, config["epochs"] + 1))
@@ -97,7 +97,7 @@ def test_each_arch_learns_the_shapes(shapes16, tmp_path, arch):
 def test_export_gives_the_trained_classifier(shapes16, tmp_path):
     record = Recorder(tmp_path)
     config = {**shapes16, "epochs": 1}
-    spec = registry.get("classifier")
+    spec = catalog.get("classifier")
     spec.train(config, record)
     model = spec.export(config, load(record.checkpoints[0])["task"])["classifier"]
     images, _ = datasets.load(spec.resolve(config), CPU).val.take(4)
@@ -126,7 +126,7 @@ def test_frozen_epochs_train_the_head_only(gan_sources, shapes28, tmp_path):
     record = Recorder(tmp_path)
     config = {**shapes28, "source": str(gan_sources.checkpoint), "head": "mlp", "head_units": 16,
               "freeze_epochs": 2, "epochs": 3, "finetune_lr": 1e-3}
-    registry.get("transfer").train(config, record)
+    catalog.get("transfer").train(config, record)
 
     source = sources.load_gan_model(str(gan_sources.checkpoint), "discriminator", "source").state_dict()
     source = {k: v for k, v in source.items() if not k.startswith("head.")}  # the real/fake head is gone
@@ -154,7 +154,7 @@ def test_transfer_from_an_mlflow_model_uri(gan_sources, shapes28, tmp_path):
 
     record = Recorder(tmp_path)
     config = {**shapes28, "source": gan_sources.discriminator, "freeze_epochs": 1, "epochs": 3}
-    spec = registry.get("transfer")
+    spec = catalog.get("transfer")
     spec.train(config, record)
     assert record.metrics[-1]["val_acc"] > 0.6 and "test_acc" in record.metrics[-1]
     model = spec.export(config, load(record.checkpoints[-1])["task"])["classifier"]
@@ -179,7 +179,7 @@ def test_gan_mode_adds_exactly_n_extra_labelled_images(gan_sources, shapes28, tm
     assert images.min() >= -1 and images.max() <= 1
 
     record = Recorder(tmp_path)
-    registry.get("augment").train({**config, "epochs": 1}, record)
+    catalog.get("augment").train({**config, "epochs": 1}, record)
     assert math.isfinite(record.metrics[0]["test_acc"])
 
 
@@ -208,7 +208,7 @@ def test_resume_after_epoch_one_reproduces_epoch_two(gan_sources, shapes28, tmp_
     config = {**shapes28, **overrides}
     if trainer == "transfer":
         config["source"] = str(gan_sources.checkpoint)
-    train = registry.get(trainer).train
+    train = catalog.get(trainer).train
     straight = Recorder(tmp_path / "a")
     train(config, straight)
     interrupted = Recorder(tmp_path / "b", stop_after=1)

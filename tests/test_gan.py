@@ -8,7 +8,7 @@ import pytest
 import torch
 from recording import Recorder
 
-from trainers import gan, registry
+from trainers import catalog, gan
 from trainers.checkpoint import load
 from trainers.loop import Diverged
 from trainers.models import gan as models
@@ -18,7 +18,7 @@ from trainers.models import gan as models
 @pytest.mark.parametrize("loss", ["bce", "lsgan", "wgan-gp", "hinge"])
 def test_every_loss_trains_two_epochs(tiny, tiny_mlp, tmp_path, trainer, loss):
     record = Recorder(tmp_path)
-    registry.get(trainer).train({**(tiny if trainer == "dcgan" else tiny_mlp), "loss": loss}, record)
+    catalog.get(trainer).train({**(tiny if trainer == "dcgan" else tiny_mlp), "loss": loss}, record)
 
     assert [m["epoch"] for m in record.metrics] == [1, 2]
     for metrics in record.metrics:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.space import SpaceError, load_space
-from trainers.registry import TRAINERS
+from trainers.catalog import TRAINERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -72,7 +72,7 @@ def run_study(space, n: int, objective=lambda params: params.get("lr", 0.0)) -> 
 @pytest.mark.parametrize("path", SPACES, ids=[p.name for p in SPACES])
 def test_every_shipped_space_loads(path: Path) -> None:
     space = load_space(path)
-    from trainers.registry import get
+    from trainers.catalog import get
 
     assert space.trainer in space.describe()
     assert space.primary_metric == ("fid" if space.trainer in ("gan", "dcgan") else "val_acc")

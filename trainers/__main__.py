@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from trainers import registry
+from trainers import catalog
 from trainers.config import ConfigError, parse_value
 from trainers.loop import Diverged
 
@@ -65,7 +65,7 @@ def latest_checkpoint(out: Path) -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m trainers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trainer", choices=sorted(registry.TRAINERS))
+    parser.add_argument("trainer", choices=sorted(catalog.TRAINERS))
     parser.add_argument("--config", type=Path, help="YAML file of config values")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set loss=lsgan")
@@ -94,7 +94,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        spec = registry.get(args.trainer)
+        spec = catalog.get(args.trainer)
         config = load_config(args)
         if args.resume:
             config["resume_from"] = latest_checkpoint(args.out)

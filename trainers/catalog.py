@@ -1,4 +1,4 @@
-"""Trainer names -> train functions, config defaults, validation, reported metrics, model export."""
+"""The trainer catalog: names -> train functions, defaults, validation, metrics, model export."""
 
 from __future__ import annotations
 
