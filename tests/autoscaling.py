@@ -14,6 +14,7 @@ the autoscaler read defaults from `fake_multi_node/example.yaml`, which the whee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,16 +38,6 @@ CLUSTER_YAML = Path(__file__).resolve().parent.parent / "cluster.yaml"
 HEAD_TYPE = "ray.head.default"  # the fake provider's name for the head's type
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"  # ray.autoscaler._private.fake_multi_node.node_provider
 FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
-# cluster.yaml's node types until it is committed (the launcher config of the AWS cluster).
-STAND_IN: dict[str, Any] = {
-    "head_node_type": "head",
-    "available_node_types": {
-        "head": {"resources": {"CPU": 0, "GPU": 0}},
-        "gpu_1x_spot": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 8},
-        "gpu_4x_spot": {"resources": {"CPU": 48, "GPU": 4}, "min_workers": 0, "max_workers": 2},
-        "gpu_1x_ondemand": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 2},
-    },
-}
 # The keys the cluster launcher fills in from a provider's defaults; the monitor reads them all.
 LAUNCHER_KEYS: dict[str, Any] = {
     "docker": {}, "auth": {}, "file_mounts": {}, "cluster_synced_files": [],
@@ -116,7 +107,7 @@ class FakeAutoscalingCluster:
         self.tmp = tmp
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.cluster = yaml.safe_load(cluster_yaml.read_text()) if cluster_yaml.exists() else STAND_IN
+        self.cluster = yaml.safe_load(cluster_yaml.read_text())
         self.config = fake_config(self.cluster, self.address, **config_changes)
         self.env = head_env(self.cluster)
         # `ray up` exports RAY_enable_autoscaler_v2=1 (Ray >= 2.50) unless the command says otherwise
@@ -214,7 +205,12 @@ class FakeAutoscalingCluster:
 
     def stop(self) -> None:
         if self.head is not None:
-            stop_session(self.head)
+            # `ray start --block` stops its head processes on SIGTERM (the quicker way); what is
+            # left of the session (worker nodes the monitor started) goes with the session
+            self.head.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.head.wait(timeout=15)
+            stop_session(self.head, grace_s=2)
             self.head = None
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
