@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 
-from orchestrator.space import SearchSpace, SpaceError, load_space
+from orchestrator import store
+from orchestrator.errors import GansweepError, LookupProblem, UsageError
+from orchestrator.space import SearchSpace, load_space, trial_label
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-class UsageError(Exception):
-    """Bad input found before anything started: printed as is, exit code 2."""
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -38,7 +34,7 @@ def preview(space: SearchSpace, n: int = 10) -> str:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if space.scheduler.type == "pbt":
+    if space.is_pbt:
         return "PBT: the initial population is sampled by Tune from the params above."
     study = optuna.create_study(sampler=space.optuna_sampler(),
                                 directions=["minimize" if m == "min" else "maximize" for m in space.modes])
@@ -47,7 +43,7 @@ def preview(space: SearchSpace, n: int = 10) -> str:
     for index in range(1, min(n, space.num_samples) + 1):
         trial = study.ask()
         space.define_by_run(trial)
-        lines.append(f"  {space.run_name(index, trial.params)}")
+        lines.append(f"  {space.run_name(trial_label(index), trial.params)}")
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return "\n".join(lines)
 
@@ -62,25 +58,21 @@ def sweep(args: argparse.Namespace) -> int:
         print(preview(space))
         print("Dry run: nothing started.")
         return 0
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    tracking_uri = store.tracking_uri(args.tracking_uri)
     return sweeps.run(space, address=args.address, storage=args.storage, tracking_uri=tracking_uri,
                          resume=args.resume, time_budget_s=budget)
-
-
-def tracking_uri_of(args: argparse.Namespace) -> str:
-    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def report(args: argparse.Namespace) -> int:
     from orchestrator import runs, summary
 
-    client = runs.connect(tracking_uri_of(args))
+    client = store.connect(store.tracking_uri(args.tracking_uri))
     sweep = runs.latest_sweep(client, args.experiment)
     metric, mode = args.metric or sweep.metric, args.mode or sweep.mode
     trials = runs.children(client, sweep.experiment_id, sweep.parent.info.run_id)
     if trials and not any(metric in r.data.metrics for r in trials):
         known = sorted({m for r in trials for m in r.data.metrics})
-        raise runs.LookupProblem(f"no run of this sweep has metric {metric!r}; they have: {', '.join(known)}")
+        raise LookupProblem(f"no run of this sweep has metric {metric!r}; they have: {', '.join(known)}")
     rows = summary.rank(trials, metric, mode, runs.varying_params(trials))
     print(f"{sweep.experiment_name}: {sweep.parent.info.run_name} ({len(rows)} trials, "
           f"{metric} {'lower' if mode == 'min' else 'higher'} is better)")
@@ -94,7 +86,7 @@ def report(args: argparse.Namespace) -> int:
 def promote(args: argparse.Namespace) -> int:
     from orchestrator import model_registry, runs
 
-    client = runs.connect(tracking_uri_of(args))
+    client = store.connect(store.tracking_uri(args.tracking_uri))
     if args.rollback:
         if not (args.name or args.experiment):
             raise UsageError("--rollback needs the experiment or --name of the registered model")
@@ -111,10 +103,10 @@ def promote(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     import mlflow
 
-    from orchestrator import model_registry, runs
+    from orchestrator import model_registry
 
-    runs.connect(tracking_uri_of(args))
-    mlflow.set_tracking_uri(tracking_uri_of(args))
+    store.connect(store.tracking_uri(args.tracking_uri))
+    mlflow.set_tracking_uri(store.tracking_uri(args.tracking_uri))
     height, width = model_registry.generate(args.model_uri, args.n, args.out, args.seed)
     print(f"wrote {args.out}: {args.n} samples of {height}x{width} from {args.model_uri}")
     return 0
@@ -136,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="where checkpoints and Tune state go: s3://bucket/path or a folder "
                                      "every node shares (default: $GANSWEEP_STORAGE, else ./sweeps)")
     s.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                          f"{DEFAULT_TRACKING_URI})")
+                                          f"{store.DEFAULT_TRACKING_URI})")
     s.add_argument("--resume", action="store_true",
                    help="continue the newest interrupted sweep of this space from its storage")
     s.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 2h")
@@ -145,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
     def tracking(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                              f"{DEFAULT_TRACKING_URI})")
+                                              f"{store.DEFAULT_TRACKING_URI})")
 
     r = commands.add_parser("report", help="rank the trials of a sweep (read from MLflow)")
     r.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
@@ -195,13 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpaceError, UsageError) as err:
+    except GansweepError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        from orchestrator.runs import LookupProblem
-
-        if not isinstance(err, LookupProblem):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code

@@ -17,10 +17,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.runs import LookupProblem, Sweep, children, varying_params
+from orchestrator import tags
+from orchestrator.errors import LookupProblem
+from orchestrator.runs import Sweep, children, varying_params
 
 CHAMPION, PREVIOUS = "champion", "previous"
-OWNER = "gansweep.experiment"
 
 
 @dataclass
@@ -68,11 +69,11 @@ def _check_owner(client: MlflowClient, name: str, experiment: str) -> bool:
         model = client.get_registered_model(name)
     except MlflowException:
         return False
-    owner = model.tags.get(OWNER)
+    owner = model.tags.get(tags.OWNER)
     if owner != experiment:
         raise LookupProblem(
             f"registered model {name!r} already exists and is not the generator of experiment "
-            f"{experiment!r} (its {OWNER} tag is {owner!r}); choose another name with --name")
+            f"{experiment!r} (its {tags.OWNER} tag is {owner!r}); choose another name with --name")
     return True
 
 
@@ -93,7 +94,7 @@ def promote(client: MlflowClient, sweep: Sweep, name: str, metric: str, mode: st
                     f"good ({mode}). Use --force to promote anyway.")
     if not exists:
         client.create_registered_model(
-            name, tags={OWNER: sweep.experiment_name},
+            name, tags={tags.OWNER: sweep.experiment_name},
             description=f"Generators promoted from sweeps of {sweep.experiment_name}")
     version = mlflow.register_model(candidate.model_uri, name, tags={
         "metric": metric, "metric_value": repr(candidate.value), "mode": mode,

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
+from functools import partial
 from typing import Any
 
 from ray import tune
 
-from orchestrator.tracking import trial_number
+from orchestrator.outcome import DIVERGED, STOPPED_EARLY, outcome_of
 
 
 class ProgressCallback(tune.Callback):
     def __init__(self, metric: str, mode: str, num_samples: int, time_budget_s: float | None,
-                 zero_based: bool = False):
+                 default_epochs: int):
         self.metric, self.mode, self.num_samples = metric, mode, num_samples
-        self.zero_based = zero_based
         self.time_budget_s = time_budget_s
+        self.default_epochs = default_epochs  # the trainer's, for a space that leaves `epochs` out
 
     def setup(self, **info):
         self.started = time.monotonic()
@@ -30,29 +33,21 @@ class ProgressCallback(tune.Callback):
             better = (self.best is None or (value < self.best[0] if self.mode == "min"
                                             else value > self.best[0]))
             if better:
-                self.best = (value, self._name(trial))
-        self._print(trials, f"{self._name(trial)} epoch {result.get('epoch', '?')} "
-                            f"{self.metric} {_fmt(value)}")
+                self.best = (value, str(trial))
+        self._print(trials, f"{trial} epoch {result.get('epoch', '?')} {self.metric} {_fmt(value)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        if last.get("diverged"):
-            what = f"diverged: {last.get('stop_reason', '')[:80]}"
-        elif last.get("epoch", 0) < trial.config.get("epochs", math.inf):
+        outcome = outcome_of(trial, self.default_epochs)
+        if outcome.status == STOPPED_EARLY:
             self.stopped_early.add(trial.trial_id)
-            what = f"stopped early after epoch {last.get('epoch')}"
-        else:
-            what = "finished"
-        self._print(trials, f"{self._name(trial)} {what}")
+        what = {DIVERGED: f"diverged: {outcome.reason[:80]}", STOPPED_EARLY: outcome.reason}
+        self._print(trials, f"{trial} {what.get(outcome.status, outcome.status)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._name(trial)} FAILED (see the MLflow run's gansweep.error tag)")
+        self._print(trials, f"{trial} FAILED (see the MLflow run's gansweep.error tag)")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._name(trial)} failed, retrying from its last checkpoint")
-
-    def _name(self, trial: Any) -> str:
-        return f"t{trial_number(trial, self.zero_based):03d}"
+        self._print(trials, f"{trial} failed, retrying from its last checkpoint")
 
     def _print(self, trials: list[Any], event: str) -> None:
         states: dict[str, int] = {}
@@ -69,8 +64,6 @@ class ProgressCallback(tune.Callback):
               f"| {event}", file=sys.stderr, flush=True)
 
 
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
@@ -78,3 +71,26 @@ def _fmt(value: Any) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# Ray Tune catches Ctrl-C itself and returns from `fit()` as if the sweep had ended; this is how
+# the driver tells an interrupted sweep from a complete one.
+interrupted = threading.Event()
+
+
+class InterruptWatch(tune.Callback):
+    """Wraps the SIGINT/SIGUSR1 handler Tune installs for the run, to note that it fired."""
+
+    def setup(self, **info):
+        interrupted.clear()
+        if threading.current_thread() is not threading.main_thread():
+            return  # Tune catches no signal there either
+        for signum in (signal.SIGINT, signal.SIGUSR1):
+            tune_handler = signal.getsignal(signum)
+            if callable(tune_handler):
+                signal.signal(signum, partial(_note_interrupt, tune_handler))
+
+
+def _note_interrupt(tune_handler, signum, frame) -> None:
+    interrupted.set()
+    tune_handler(signum, frame)

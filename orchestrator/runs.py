@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-# Tags gansweep puts on its runs.
-ROLE, TRIAL_ID, STATUS = "gansweep.role", "gansweep.trial_id", "gansweep.status"
-# Where a trial ran: its last node and GPUs, and every placement (a retry may move it).
-NODE, GPUS, PLACEMENTS = "gansweep.node_id", "gansweep.gpu_ids", "gansweep.placements"
-
-
-class LookupProblem(Exception):
-    """Something the user named is not in MLflow: printed as is, non-zero exit."""
+from orchestrator import tags
+from orchestrator.errors import LookupProblem
 
 
 @dataclass
@@ -27,24 +19,11 @@ class Sweep:
 
     @property
     def metric(self) -> str:
-        return self.parent.data.tags.get("gansweep.metric", "fid")
+        return self.parent.data.tags.get(tags.METRIC, "fid")
 
     @property
     def mode(self) -> str:
-        return self.parent.data.tags.get("gansweep.mode", "min")
-
-
-def connect(tracking_uri: str) -> MlflowClient:
-    """A client, after checking that a tracking server answers (instead of minutes of retries)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=5).read()
-        except (urllib.error.URLError, OSError) as err:
-            raise LookupProblem(
-                f"the tracking server {tracking_uri} does not answer ({err}). Start it (mlflow/serve) "
-                "or point --tracking-uri / MLFLOW_TRACKING_URI at the right one."
-            ) from err
-    return MlflowClient(tracking_uri)
+        return self.parent.data.tags.get(tags.MODE, "min")
 
 
 def latest_sweep(client: MlflowClient, experiment: str | None) -> Sweep:
@@ -59,7 +38,7 @@ def latest_sweep(client: MlflowClient, experiment: str | None) -> Sweep:
     else:
         experiments = client.search_experiments()
     by_id = {e.experiment_id: e.name for e in experiments}
-    runs = client.search_runs(list(by_id), filter_string=f"tags.`{ROLE}` = 'sweep'",
+    runs = client.search_runs(list(by_id), filter_string=f"tags.`{tags.ROLE}` = 'sweep'",
                               order_by=["attributes.start_time DESC"], max_results=1) if by_id else []
     if not runs:
         where = f"experiment {experiment!r}" if experiment else "this tracking store"

@@ -47,6 +47,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               list("-+0123456789"))
 
 
+def trial_label(number: int) -> str:
+    """`t007`: how a trial is named everywhere (Tune, MLflow run names, the console)."""
+    return f"t{number:03d}"
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     path: Path
@@ -64,6 +69,11 @@ class SearchSpace:
     params: dict[str, Param]  # ordered so that a `when` refers only to earlier params
     content_hash: str  # sha256 of the file bytes, first 12 hex digits
     notes: tuple[str, ...] = ()  # adjustments made while loading (shown by describe)
+
+    @property
+    def is_pbt(self) -> bool:
+        """PBT runs without an Optuna searcher: Tune samples its population and mutates it."""
+        return self.scheduler.type == "pbt"
 
     @property
     def primary_metric(self) -> str:
@@ -117,10 +127,11 @@ class SearchSpace:
         `optuna.trial.create_trial` needs to rebuild a study from finished trials."""
         return {name: _distribution(p) for name, p in self.params.items()}
 
-    def run_name(self, index: int, config: dict[str, Any]) -> str:
-        """An MLflow run name saying what differs: `t007 lsgan lr=2.1e-4 beta1=0.42 bs=64`, at most
-        RUN_NAME_WIDTH characters (whole parts dropped from the end, then `…`)."""
-        parts = [f"t{index:03d}"] + [_name_part(SHORT_NAMES.get(name, name), config[name])
+    def run_name(self, label: str, config: dict[str, Any]) -> str:
+        """An MLflow run name saying what differs: `t007 lsgan lr=2.1e-4 beta1=0.42 bs=64` for the
+        trial labelled t007, at most RUN_NAME_WIDTH characters (whole parts dropped from the end,
+        then `…`)."""
+        parts = [label] + [_name_part(SHORT_NAMES.get(name, name), config[name])
                                      for name in self.params if name in config]
         name = " ".join(parts)
         if len(name) <= RUN_NAME_WIDTH:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.errors import SpaceError
 from trainers.catalog import TRAINERS, TrainerSpec
 from trainers.config import ConfigError
 
@@ -26,14 +27,6 @@ MODES = ("min", "max")
 # Scheduler fields each type reads; max_t (the epoch a trial stops at) applies to all.
 SCHEDULER_FIELDS = {"asha": {"grace_period", "reduction_factor"}, "median": {"grace_period"},
                     "fifo": set(), "pbt": {"perturbation_interval"}}
-
-
-class SpaceError(Exception):
-    """A space that cannot run. Message: `<file>: <field>: <what is wrong>. <how to fix>`."""
-
-    def __init__(self, path: str | Path, field: str, message: str):
-        self.path, self.field = str(path), field
-        super().__init__(f"{path}: {field}: {message}" + ("" if message.endswith((".", "?")) else "."))
 
 
 class _Strict(BaseModel):

@@ -18,7 +18,8 @@ import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from orchestrator.runs import STATUS, children  # noqa: E402
+from orchestrator import tags
+from orchestrator.runs import children  # noqa: E402
 from orchestrator.space import SearchSpace  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row
         return (value is None or not math.isfinite(value), sign * (value or 0.0))
 
     return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
-                status=run.data.tags.get(STATUS, run.info.status.lower()),
+                status=run.data.tags.get(tags.STATUS, run.info.status.lower()),
                 epochs=int(run.data.metrics.get("epoch", 0)),
                 params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
                 run=run)
@@ -194,7 +195,7 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
     if rows and math.isfinite(rows[0].value):
         best = rows[0]
         client.log_metric(parent, f"best_{metric}", best.value)
-        client.set_tag(parent, "gansweep.best_run", best.run_id)
+        client.set_tag(parent, tags.BEST_RUN, best.run_id)
         print(f"\nBest trial: {best.name}: {metric} {best.value:.4g} (MLflow run {best.run_id})")
     link = ui_link(tracking_uri, experiment, metric, mode)
     if tracking_uri.startswith("http"):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import optuna
 import ray
-from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import (
     ASHAScheduler,
@@ -26,16 +25,17 @@ from ray.tune.schedulers import (
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import cluster_resources, summary, tracking
+from orchestrator import cluster_resources, store, summary, tags, tracking
 from orchestrator import storage as storages
-from orchestrator.progress import ProgressCallback
-from orchestrator.space import SearchSpace
+from orchestrator.errors import UsageError
+from orchestrator.progress import InterruptWatch, ProgressCallback, interrupted
+from orchestrator.rotation import CheckpointRotation
+from orchestrator.space import SearchSpace, trial_label
 from orchestrator.trial import make_trainable
+from trainers import catalog
 
-# Our progress lines and MLflow replace Tune's console tables; the snapshot warning is about
-# num_to_keep, which is what keeps storage small.
+# Our progress lines and MLflow replace Tune's console tables.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 ADDRESS_TIMEOUT_S = 5.0
 TIME_ATTR = "epoch"  # schedulers count the trainer's epochs, which survive retries and resumes
@@ -69,7 +69,7 @@ def scheduler(space: SearchSpace) -> TrialScheduler:
 
 def searcher(space: SearchSpace):
     """Optuna through Tune's OptunaSearch (define-by-run: conditionals work); none for PBT."""
-    if space.scheduler.type == "pbt":
+    if space.is_pbt:
         return None
     metric = space.metrics if len(space.metrics) > 1 else space.primary_metric
     mode = space.modes if len(space.modes) > 1 else space.primary_mode
@@ -87,8 +87,9 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         storage_path=settings.storage,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         # PBT copies other trials' checkpoints: keep more of them around.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.scheduler.type == "pbt" else 2),
-        callbacks=callbacks,
+        # Tune keeps every checkpoint; CheckpointRotation deletes them once --resume cannot need them.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        callbacks=[*callbacks, CheckpointRotation(keep=4 if space.is_pbt else 2)],  # PBT copies others
         verbose=0,
     )
     if settings.resume:
@@ -105,20 +106,26 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         num_samples=space.num_samples,
         max_concurrent_trials=None if search else space.max_concurrent,  # else the limiter does it
         time_budget_s=settings.time_budget_s,
-        trial_name_creator=partial(trial_name, zero_based=space.scheduler.type == "pbt"),
-        trial_dirname_creator=partial(trial_dirname, zero_based=space.scheduler.type == "pbt"),
+        trial_name_creator=partial(trial_name, counts_from_zero=space.is_pbt),
+        trial_dirname_creator=partial(trial_dirname, counts_from_zero=space.is_pbt),
     )
-    param_space = space.tune_param_space() if space.scheduler.type == "pbt" else None
+    param_space = space.tune_param_space() if space.is_pbt else None
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
                       param_space=param_space)
 
 
-def trial_name(trial, zero_based: bool) -> str:
-    return f"t{tracking.trial_number(trial, zero_based):03d}"
+def trial_name(trial, counts_from_zero: bool) -> str:
+    """The trial's label (t001, t002... in the order Tune created them), given once here; Tune
+    keeps it (`str(trial)`) across retries and --resume, and everything else reads it from there.
+
+    Tune's experiment tag starts with the trial's number, counted from 1 by a searcher and from 0
+    by Tune's own sampling (PBT)."""
+    number = int(str(trial.experiment_tag).split("_", 1)[0])
+    return trial_label(number + 1 if counts_from_zero else number)
 
 
-def trial_dirname(trial, zero_based: bool) -> str:
-    return f"{trial_name(trial, zero_based)}_{trial.trial_id}"
+def trial_dirname(trial, counts_from_zero: bool) -> str:
+    return f"{trial_name(trial, counts_from_zero)}_{trial.trial_id}"
 
 
 def storage_join(storage: str, name: str) -> str:
@@ -173,28 +180,30 @@ def local_resources_problem(space: SearchSpace) -> str | None:
 def run(space: SearchSpace, address: str | None, storage: str | None, tracking_uri: str, resume: bool,
         time_budget_s: float | None) -> int:
     """One `sweep` invocation: checks, MLflow parent run, Ray, Tune, summary. Returns the exit code."""
-    from orchestrator.cli import UsageError
-
     if address is None and (problem := local_resources_problem(space)):
         raise UsageError(f"{space.path}: {problem}")
     if address is not None and (problem := address_problem(address)):
         raise UsageError(problem)
     # A new sweep opens the tracking store only once every check has passed: a refused sweep
     # leaves no experiment and no run behind (and no new mlflow.db).
-    client = MlflowClient(tracking_uri) if resume else None
+    client = store.connect(tracking_uri) if resume else None
     if resume:
         found = client.get_experiment_by_name(space.name)
         previous = found and tracking.latest_parent(client, found.experiment_id)
         if not previous:
             raise UsageError(f"--resume: experiment {space.name!r} in {tracking_uri} has no sweep to resume")
-        parent, tags = previous.info.run_id, previous.data.tags
-        settings = SweepSettings(tags["gansweep.storage"], tags["gansweep.tune_name"], time_budget_s, True)
+        parent, recorded = previous.info.run_id, previous.data.tags
+        settings = SweepSettings(recorded[tags.STORAGE], recorded[tags.TUNE_NAME], time_budget_s, True)
     else:
         settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
     if problem := storages.write_problem(settings.storage):
         raise UsageError(problem)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if address is None:
+        # Token auth, which Ray 2.60 turns on for a new local instance anyway, but said explicitly:
+        # Ray then has no reason to warn about it on every sweep.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         # "local": a new Ray instance of this sweep's own, even where another one runs on this machine
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
@@ -206,27 +215,32 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
             raise UsageError(f"{space.path}: {problem}")
         if address is not None and (problem := storages.shared_problem(settings.storage)):
             raise UsageError(problem)
-        client = client or MlflowClient(tracking_uri)
-        experiment = tracking.experiment_id(client, space.name)
+        client = client or store.connect(tracking_uri)
+        experiment = tracking.experiment_id(client, tracking_uri, space.name)
         if resume:
             client.update_run(parent, status="RUNNING")
         else:
             parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
-        callbacks = [tracking.TrackingCallback(tracking_uri, experiment, parent, space),
+        callbacks = [InterruptWatch(), tracking.TrackingCallback(tracking_uri, experiment, parent, space),
                      ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
-                                      time_budget_s, zero_based=space.scheduler.type == "pbt")]
+                                      time_budget_s, catalog.get(space.trainer).defaults["epochs"])]
         print(f"sweep {settings.tune_name}: {space.num_samples} trials, {space.max_concurrent} at a time; "
               f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
         try:
             tuner(space, settings, callbacks).fit()
-        except KeyboardInterrupt:
-            client.set_terminated(parent, "KILLED")
-            print(f"\ninterrupted: continue with  python -m orchestrator sweep {space.path} --resume",
-                  file=sys.stderr)
-            return 130
+        except KeyboardInterrupt:  # a second Ctrl-C, while Tune was saving its state
+            interrupted.set()
         except BaseException:
             client.set_terminated(parent, "FAILED")
             raise
+        if interrupted.is_set():
+            client.set_terminated(parent, "KILLED")
+            resume = f"python -m orchestrator sweep {space.path} --resume"
+            if tracking_uri != store.DEFAULT_TRACKING_URI:
+                resume += f" --tracking-uri {tracking_uri}"
+            print(f"\ninterrupted: the sweep is not complete (no leaderboard yet). Continue it with\n"
+                  f"  {resume}", file=sys.stderr)
+            return 130
         summary.finish(client, experiment, parent, space, tracking_uri)
         client.set_terminated(parent, "FINISHED")
         return 0

@@ -28,7 +28,16 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 import trainers
-from orchestrator.runs import GPUS, NODE, PLACEMENTS, ROLE, STATUS, TRIAL_ID
+from orchestrator import store, tags
+from orchestrator.outcome import (
+    FAILED,
+    INTERRUPTED_OUTCOME,
+    LOST_OUTCOME,
+    STOPPED_EARLY,
+    Outcome,
+    outcome_of,
+)
+from orchestrator.progress import interrupted
 from orchestrator.space import SearchSpace
 from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
 from trainers import catalog
@@ -41,10 +50,12 @@ logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str:
     """The experiment of a space, created here on the driver before any trial starts."""
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=store.artifact_location(tracking_uri, name))
 
 
 def git_commit() -> str:
@@ -60,11 +71,11 @@ def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, stor
     scheduler = space.scheduler.type
     sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
     run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
-        ROLE: "sweep", "gansweep.space_file": str(space.path), "gansweep.space_hash": space.content_hash,
-        "gansweep.git_commit": git_commit(), "gansweep.sampler": sampler,
-        "gansweep.scheduler": scheduler, "gansweep.storage": storage, "gansweep.tune_name": tune_name,
-        "gansweep.trainer": space.trainer, "gansweep.metric": space.primary_metric,
-        "gansweep.mode": space.primary_mode,
+        tags.ROLE: "sweep", tags.SPACE_FILE: str(space.path), tags.SPACE_HASH: space.content_hash,
+        tags.GIT_COMMIT: git_commit(), tags.SAMPLER: sampler,
+        tags.SCHEDULER: scheduler, tags.STORAGE: storage, tags.TUNE_NAME: tune_name,
+        tags.TRAINER: space.trainer, tags.METRIC: space.primary_metric,
+        tags.MODE: space.primary_mode,
     })
     client.log_artifact(run.info.run_id, str(space.path))
     return run.info.run_id
@@ -72,7 +83,7 @@ def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, stor
 
 def latest_parent(client: MlflowClient, experiment: str):
     """The newest sweep of an experiment (what --resume continues), or None."""
-    runs = client.search_runs([experiment], filter_string=f"tags.`{ROLE}` = 'sweep'",
+    runs = client.search_runs([experiment], filter_string=f"tags.`{tags.ROLE}` = 'sweep'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
@@ -106,21 +117,21 @@ class TrackingCallback(tune.Callback):
         found = self.client.search_runs(
             [self.experiment], max_results=1,
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}' and "
-                          f"tags.`{TRIAL_ID}` = '{trial.trial_id}'")
+                          f"tags.`{tags.TRIAL_ID}` = '{trial.trial_id}'")
         if found:
             run_id = found[0].info.run_id
             self.logged_epoch[run_id] = int(found[0].data.metrics.get("epoch", 0))
-            self.placements[run_id] = json.loads(found[0].data.tags.get(PLACEMENTS, "[]"))
+            self.placements[run_id] = json.loads(found[0].data.tags.get(tags.PLACEMENTS, "[]"))
         else:
-            run_id = self._create(trial, trial_number(trial, self.space.scheduler.type == "pbt"))
+            run_id = self._create(trial)
         self.runs[trial.trial_id] = run_id
         return run_id
 
-    def _create(self, trial, index: int) -> str:
+    def _create(self, trial) -> str:
         config = dict(trial.config)
-        run = self.client.create_run(self.experiment, run_name=self.space.run_name(index, config), tags={
-            "mlflow.parentRunId": self.parent, TRIAL_ID: trial.trial_id, STATUS: "running",
-            "gansweep.trainer": self.space.trainer,
+        run = self.client.create_run(self.experiment, run_name=self.space.run_name(str(trial), config), tags={
+            "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
+            tags.TRAINER: self.space.trainer,
         })
         params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -141,17 +152,13 @@ class TrackingCallback(tune.Callback):
         known = {t.trial_id for t in trials}
         for run in self.client.search_runs(
                 [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'"):
-            if run.data.tags.get(TRIAL_ID) not in known and run.info.status == "RUNNING":
-                self.client.set_tag(run.info.run_id, STATUS, "lost")
-                self.client.set_tag(run.info.run_id, "gansweep.stop_reason",
-                                    "the driver died before Tune recorded this trial; --resume ran a "
-                                    "new trial in its place")
-                self.client.set_terminated(run.info.run_id, "KILLED")
+            if run.data.tags.get(tags.TRIAL_ID) not in known and run.info.status == "RUNNING":
+                self._record(run.info.run_id, LOST_OUTCOME)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self.run_of(trial, trials)
         self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, STATUS, "running")
+        self.client.set_tag(run_id, tags.STATUS, "running")
         self.open_runs.add(run_id)
         self._note_new_config(run_id, trial)
 
@@ -164,7 +171,7 @@ class TrackingCallback(tune.Callback):
                    if k in known and str(v)[:6000] != known[k]}
         since = self.logged_epoch.get(run_id, 0) + 1
         if changed and since <= trial.config.get("epochs", self.spec.defaults["epochs"]):
-            self.client.set_tag(run_id, f"gansweep.config_from_epoch_{since:03d}", json.dumps(changed))
+            self.client.set_tag(run_id, tags.config_from_epoch(since), json.dumps(changed))
             known.update(changed)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -175,10 +182,10 @@ class TrackingCallback(tune.Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, epoch) for k, v in result.items()
                    if k not in NOT_LOGGED and _is_number(v)]
-        tags = self._placement_tags(run_id, epoch, result)
+        run_tags = self._placement_tags(run_id, epoch, result)
         if result.get("diverged"):
-            tags.append(RunTag("gansweep.stop_reason", result["stop_reason"]))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+            run_tags.append(RunTag(tags.STOP_REASON, result["stop_reason"]))
+        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
         self.logged_epoch[run_id] = epoch
 
     def _placement_tags(self, run_id: str, epoch: int, result: dict[str, Any]) -> list[RunTag]:
@@ -188,8 +195,8 @@ class TrackingCallback(tune.Callback):
         if where["node_id"] is None or (history and {k: history[-1][k] for k in where} == where):
             return []
         history.append({"from_epoch": epoch, **where})
-        return [RunTag(NODE, where["node_id"]), RunTag(GPUS, where["gpus"]),
-                RunTag(PLACEMENTS, json.dumps(history))]
+        return [RunTag(tags.NODE, where["node_id"]), RunTag(tags.GPUS, where["gpus"]),
+                RunTag(tags.PLACEMENTS, json.dumps(history))]
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Each epoch's sample grid, read from the checkpoint in the sweep's storage."""
@@ -208,42 +215,41 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self.run_of(trial, trials)
-        self.client.set_tag(run_id, "gansweep.retries", str(trial.num_failures))
+        self.client.set_tag(run_id, tags.RETRIES, str(trial.num_failures))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_of(trial, trials)
-        error = trial.get_error()
-        self.open_runs.discard(run_id)
-        self.client.set_tag(run_id, STATUS, "failed")
-        self.client.set_tag(run_id, "gansweep.error", str(error)[-5000:] if error else "unknown")
-        self.client.set_terminated(run_id, "FAILED")
+        self._close(self.run_of(trial, trials), trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(self.run_of(trial, trials), trial)
 
     def on_experiment_end(self, trials, **info):
-        """Trials still running when the sweep ends (its time budget ran out) are closed too."""
+        """Trials still running when the sweep ends are closed too: cut by the time budget, or
+        interrupted (Ctrl-C), in which case `--resume` opens their runs again."""
         for trial in trials:
             run_id = self.runs.get(trial.trial_id)
             if run_id in self.open_runs:
-                self._close(run_id, trial, why="the sweep's time budget ran out")
+                if interrupted.is_set():
+                    self._record(run_id, INTERRUPTED_OUTCOME)
+                else:
+                    self._close(run_id, trial, budget_ran_out=True)
 
-    def _close(self, run_id: str, trial, why: str = "") -> None:
+    def _close(self, run_id: str, trial, budget_ran_out: bool = False) -> None:
+        outcome = outcome_of(trial, self.spec.defaults["epochs"], budget_ran_out)
+        if outcome.keeps_models:
+            self._log_models(run_id, trial)
+        self._record(run_id, outcome)
+
+    def _record(self, run_id: str, outcome: Outcome) -> None:
         self.open_runs.discard(run_id)
-        last = trial.last_result or {}
-        if last.get("diverged"):
-            self.client.set_tag(run_id, STATUS, "diverged")
-            self.client.set_terminated(run_id, "FAILED")
-            return
-        planned = trial.config.get("epochs", self.spec.defaults["epochs"])
-        stopped = last.get("epoch", 0) < planned
-        self._log_models(run_id, trial)
-        self.client.set_tag(run_id, STATUS, "stopped_early" if stopped else "finished")
-        if stopped:
-            self.client.set_tag(run_id, "gansweep.stopped_early", "true")
-        if why:
-            self.client.set_tag(run_id, "gansweep.stop_reason", why)
-        self.client.set_terminated(run_id, "FINISHED")
+        run_tags = [RunTag(tags.STATUS, outcome.status)]
+        if outcome.reason:
+            key = tags.ERROR if outcome.status == FAILED else tags.STOP_REASON
+            run_tags.append(RunTag(key, outcome.reason))
+        if outcome.status == STOPPED_EARLY:
+            run_tags.append(RunTag(tags.STOPPED_EARLY, "true"))
+        self.client.log_batch(run_id, tags=run_tags)
+        self.client.set_terminated(run_id, outcome.run_status)
 
     def _log_models(self, run_id: str, trial) -> None:
         """The trial's last weights as MLflow PyTorch models (generator, discriminator, ...).
@@ -255,7 +261,7 @@ class TrackingCallback(tune.Callback):
         try:
             self._export(run_id, trial)
         except Exception as err:  # noqa: BLE001 - the metrics and samples are still worth keeping
-            self.client.set_tag(run_id, "gansweep.model_error", repr(err)[-5000:])
+            self.client.set_tag(run_id, tags.MODEL_ERROR, repr(err)[-5000:])
             print(f"warning: could not log the models of run {run_id}: {err!r}", file=sys.stderr)
 
     def _export(self, run_id: str, trial) -> None:
@@ -269,12 +275,6 @@ class TrackingCallback(tune.Callback):
             for name, model in models.items():
                 mlflow.pytorch.log_model(model, name=name, code_paths=[code], signature=_signature(model),
                                          serialization_format="pickle", pip_requirements=requirements)
-
-
-def trial_number(trial, zero_based: bool = False) -> int:
-    """1, 2, 3... in the order the trials were created (Tune's experiment tag starts with it; it
-    counts from 1 with a searcher and from 0 without one, as under PBT)."""
-    return int(str(trial.experiment_tag).split("_", 1)[0]) + (1 if zero_based else 0)
 
 
 def _signature(model):

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from orchestrator.cli import main
+from orchestrator.store import artifact_location
 from trainers import gan
 from trainers.models import gan as models
 
@@ -18,7 +19,8 @@ def log_sweep(uri: str, experiment: str, fids: dict[str, float], conditional: bo
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     found = client.get_experiment_by_name(experiment)
-    exp = found.experiment_id if found else client.create_experiment(experiment)
+    exp = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifact_location(uri, experiment))
     parent = client.create_run(exp, run_name=f"sweep {experiment}", tags={
         "gansweep.role": "sweep", "gansweep.metric": "fid", "gansweep.mode": "min"}).info.run_id
     config = gan.resolve("dcgan", {"ngf": 4, "ndf": 4, "noise_dim": 8, "conditional": conditional})

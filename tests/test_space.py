@@ -397,9 +397,9 @@ def test_run_name_says_what_differs() -> None:
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml")
     config = {**space.fixed, "lr": 0.000213, "beta1": 0.4237, "loss": "lsgan", "batch_size": 64,
               "ngf": 24, "ndf": 16}
-    assert space.run_name(7, config) == "t007 lr=2.1e-4 beta1=0.42 lsgan bs=64 ngf=24 ndf=16"
-    assert space.run_name(1234, {"loss": "bce"}) == "t1234 bce"
-    assert space.run_name(0, {}) == "t000"
+    assert space.run_name("t007", config) == "t007 lr=2.1e-4 beta1=0.42 lsgan bs=64 ngf=24 ndf=16"
+    assert space.run_name("t1234", {"loss": "bce"}) == "t1234 bce"
+    assert space.run_name("t000", {}) == "t000"
 
 
 @pytest.mark.parametrize("value, shown", [(3e-4, "3e-4"), (1e-5, "1e-5"), (0.0015, "0.0015"), (0.5, "0.5"),
@@ -407,18 +407,18 @@ def test_run_name_says_what_differs() -> None:
                                           (-0.25, "-0.25")])
 def test_run_name_numbers_have_two_significant_digits(tmp_path: Path, value: float, shown: str) -> None:
     space = load_space(write(tmp_path, BASE))
-    assert space.run_name(3, {"lr": value}) == f"t003 lr={shown}"
+    assert space.run_name("t003", {"lr": value}) == f"t003 lr={shown}"
 
 
 def test_run_name_bools_conditionals_and_truncation() -> None:
     space = load_space(ROOT / "search_spaces" / "dcgan_mnist.yaml")
     short = {"loss": "bce", "spectral_norm": True, "lr": 2e-4}
-    assert space.run_name(5, short) == "t005 bce spectral_norm lr=2e-4"  # in param order; no n_critic
+    assert space.run_name("t005", short) == "t005 bce spectral_norm lr=2e-4"  # in param order; no n_critic
     full = {"loss": "wgan-gp", "n_critic": 5, "spectral_norm": False, "noise_dim": 100, "lr": 1e-5,
             "beta1": 0.0, "batch_size": 256, "d_dropout": 0.25}
-    name = space.run_name(12, {**space.fixed, **full})
+    name = space.run_name("t012", {**space.fixed, **full})
     assert name == "t012 wgan-gp n_critic=5 no-spectral_norm noise_dim=100 …"  # whole parts, <= 60
-    assert space.run_name(1, {"loss": "x" * 80}) == "t001 " + "x" * 54 + "…"
+    assert space.run_name("t001", {"loss": "x" * 80}) == "t001 " + "x" * 54 + "…"
 
 
 @pytest.mark.parametrize("fixed, field, words", [

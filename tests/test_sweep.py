@@ -198,3 +198,69 @@ def test_time_budget_ends_the_sweep_and_closes_every_run(tmp_path, tiny, ray_add
     # is closed as stopped early, with the reason.
     cut = [k for k in kids if k.data.tags.get("gansweep.stop_reason") == "the sweep's time budget ran out"]
     assert all(k.data.tags["gansweep.status"] == "stopped_early" for k in cut)
+
+
+def test_ctrl_c_leaves_an_interrupted_sweep_that_resume_completes(tmp_path, tiny, ray_address):
+    space = write_space(tmp_path, tiny, num_samples=2, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 5, "batch_size": 4, "max_train": None})
+    args = sweep_args(tmp_path, space, ray_address)
+    driver = run_in_background(tmp_path, args)
+    wait_for(lambda: len(checkpoints(tmp_path)) >= 1, "the first checkpoint")
+    os.killpg(driver.pid, signal.SIGINT)  # what a terminal sends to its foreground job on Ctrl-C
+    assert driver.wait(timeout=120) == 130
+    said = (tmp_path / "driver.log").read_text()
+    assert "interrupted" in said and f"sweep {space} --resume --tracking-uri sqlite:///{tmp_path}" in said
+    assert "Best trial" not in said
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "KILLED"
+    assert "leaderboard.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert all(k.info.status != "RUNNING" for k in kids)
+    assert any(k.data.tags["gansweep.status"] == "interrupted" for k in kids)
+
+    resumed = run_in_background(tmp_path, [*args, "--resume"])
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    assert len(kids) == 2
+    for kid in kids:
+        assert kid.info.status == "FINISHED" and kid.data.tags["gansweep.status"] == "finished"
+        assert epochs_logged(client, kid) == [1, 2, 3, 4, 5]
+
+
+def test_a_kill_between_rotation_and_snapshot_still_resumes(tmp_path, tiny, ray_address, monkeypatch):
+    """The kill lands where Tune's own rotation (num_to_keep=2) would already have deleted the
+    checkpoint that the experiment snapshot in storage names for the trial."""
+    import pyarrow.fs
+
+    from orchestrator.rotation import checkpoint_indices, snapshot_checkpoints
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "5")  # a dozen checkpoints between two snapshots
+    space = write_space(tmp_path, tiny, num_samples=1, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 40, "batch_size": 4, "max_train": None})
+    args = sweep_args(tmp_path, space, ray_address)
+    driver = run_in_background(tmp_path, args)
+    fs = pyarrow.fs.LocalFileSystem()
+
+    def in_the_window() -> bool:
+        for experiment in (tmp_path / "sweeps").glob("tiny-*"):
+            for trial_id, named in snapshot_checkpoints(fs, str(experiment)).items():
+                (trial_dir,) = experiment.glob(f"t*_{trial_id}")
+                if max(checkpoint_indices(fs, str(trial_dir)), default=-1) >= named + 2:
+                    return True
+        return False
+
+    wait_for(in_the_window, "two checkpoints newer than the one the stored snapshot names")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    resumed = run_in_background(tmp_path, [*args, "--resume"])
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, kids = children(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    (kid,) = kids
+    assert kid.info.status == "FINISHED" and kid.data.tags["gansweep.status"] == "finished"
+    assert epochs_logged(client, kid) == list(range(1, 41))
+    assert int(kid.data.metrics["epoch"]) == 40

@@ -1,0 +1,53 @@
+"""How a trial ended, decided in one place: the MLflow run's status and tags and the console
+line both come from `outcome_of`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
+LOST, INTERRUPTED = "lost", "interrupted"
+BUDGET_RAN_OUT = "the sweep's time budget ran out"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # the gansweep.status tag
+    run_status: str  # the MLflow run status: FINISHED, FAILED or KILLED
+    reason: str = ""  # the gansweep.stop_reason tag (or the error, for a failed trial)
+
+    @property
+    def keeps_models(self) -> bool:
+        """A trial that trained to a usable end (all or part of its epochs) has models to log."""
+        return self.run_status == "FINISHED"
+
+
+LOST_OUTCOME = Outcome(LOST, "KILLED", "the driver died before Tune recorded this trial; --resume ran a new "
+                                       "trial in its place")
+INTERRUPTED_OUTCOME = Outcome(INTERRUPTED, "KILLED", "the sweep was interrupted; `sweep --resume` continues "
+                                                     "this trial from its last checkpoint")
+
+
+def planned_epochs(trial: Any, default_epochs: int) -> int:
+    return int(trial.config.get("epochs", default_epochs))
+
+
+def outcome_of(trial: Any, default_epochs: int, budget_ran_out: bool = False) -> Outcome:
+    """The outcome of a Tune trial that has ended (or that the end of the sweep's time budget cut).
+
+    default_epochs: the trainer's default, for a space that leaves `epochs` out.
+    """
+    last = trial.last_result or {}
+    if trial.status == "ERROR":
+        error = trial.get_error()
+        return Outcome(FAILED, "FAILED", str(error)[-5000:] if error else "unknown error")
+    if last.get("diverged"):
+        return Outcome(DIVERGED, "FAILED", last.get("stop_reason", "a loss became nan"))
+    if budget_ran_out:
+        return Outcome(STOPPED_EARLY, "FINISHED", BUDGET_RAN_OUT)
+    epoch, planned = int(last.get("epoch", 0)), planned_epochs(trial, default_epochs)
+    if epoch < planned:
+        return Outcome(STOPPED_EARLY, "FINISHED", f"the scheduler stopped it after epoch {epoch} of "
+                                                  f"{planned}")
+    return Outcome(FINISHED, "FINISHED")

@@ -1,0 +1,65 @@
+"""Old checkpoints go only once the experiment snapshot in storage no longer needs them.
+
+`--resume` restores each trial from the checkpoint that Tune's experiment snapshot in the sweep's
+storage names. Tune's own rotation (`CheckpointConfig(num_to_keep)`) deletes a checkpoint as soon as
+a newer one arrives, while the snapshot, written every few seconds to minutes, may still name it: a
+driver killed in between leaves that trial unable to resume. So Tune keeps every checkpoint and this
+callback deletes a trial's older ones itself, sparing the `keep` newest and every one from the one
+the stored snapshot names on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pyarrow.fs
+from ray import tune
+
+SNAPSHOT = re.compile(r"experiment_state-.+\.json$")
+CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
+
+
+class CheckpointRotation(tune.Callback):
+    def __init__(self, keep: int):
+        self.keep = keep
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        fs = checkpoint.filesystem
+        trial_dir = checkpoint.path.rsplit("/", 1)[0]
+        experiment_dir = trial_dir.rsplit("/", 1)[0]
+        needed = snapshot_checkpoints(fs, experiment_dir).get(trial.trial_id)
+        if needed is None:
+            return  # the stored snapshot names no checkpoint of this trial yet: keep them all
+        for index in sorted(checkpoint_indices(fs, trial_dir))[:-self.keep]:
+            if index < needed:
+                fs.delete_dir(f"{trial_dir}/checkpoint_{index:06d}")
+
+
+def snapshot_checkpoints(fs: pyarrow.fs.FileSystem, experiment_dir: str) -> dict[str, int]:
+    """Trial id -> the index of the checkpoint the newest experiment snapshot in storage restores
+    it from (its last result's checkpoint: gansweep's trainers checkpoint with every result)."""
+    found = fs.get_file_info(pyarrow.fs.FileSelector(experiment_dir))
+    names = sorted(info.path for info in found if SNAPSHOT.search(info.path))
+    if not names:
+        return {}
+    with fs.open_input_stream(names[-1]) as stream:
+        snapshot = json.loads(stream.read())
+    needed = {}
+    for trial_state, runtime in snapshot["trial_data"]:
+        trial_id = _decoded(trial_state).get("trial_id")
+        name = ((_decoded(runtime).get("last_result") or {}).get("checkpoint_dir_name")) or ""
+        if trial_id and (match := CHECKPOINT.search(name)):
+            needed[trial_id] = int(match.group(1))
+    return needed
+
+
+def checkpoint_indices(fs: pyarrow.fs.FileSystem, trial_dir: str) -> list[int]:
+    found = fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
+    return [int(m.group(1)) for info in found
+            if info.type == pyarrow.fs.FileType.Directory and (m := CHECKPOINT.search(info.path))]
+
+
+def _decoded(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else value

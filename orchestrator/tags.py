@@ -1,0 +1,30 @@
+"""Every MLflow tag gansweep writes, by name: the one place that spells them."""
+
+# A sweep's parent run: what it ran and where its state lives (what --resume reads back).
+ROLE = "gansweep.role"  # "sweep" on the parent run
+SPACE_FILE, SPACE_HASH = "gansweep.space_file", "gansweep.space_hash"
+GIT_COMMIT = "gansweep.git_commit"
+SAMPLER, SCHEDULER = "gansweep.sampler", "gansweep.scheduler"
+STORAGE, TUNE_NAME = "gansweep.storage", "gansweep.tune_name"
+TRAINER = "gansweep.trainer"  # parent and child runs
+METRIC, MODE = "gansweep.metric", "gansweep.mode"
+BEST_RUN = "gansweep.best_run"
+
+# A trial's child run: its identity, outcome and where it ran.
+TRIAL_ID = "gansweep.trial_id"
+STATUS = "gansweep.status"  # running, finished, stopped_early, collapsed, diverged, failed, lost
+STOPPED_EARLY = "gansweep.stopped_early"
+STOP_REASON = "gansweep.stop_reason"
+ERROR = "gansweep.error"
+RETRIES = "gansweep.retries"
+MODEL_ERROR = "gansweep.model_error"
+NODE, GPUS, PLACEMENTS = "gansweep.node_id", "gansweep.gpu_ids", "gansweep.placements"
+
+
+def config_from_epoch(epoch: int) -> str:
+    """PBT's new hyperparameters, in effect from this epoch on (params are immutable)."""
+    return f"gansweep.config_from_epoch_{epoch:03d}"
+
+
+# A registered model made by `promote`: the experiment that owns the name.
+OWNER = "gansweep.experiment"

@@ -1,0 +1,40 @@
+"""The tracking store every command opens: created once under a lock, artifacts kept beside it."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator import store
+from orchestrator.tracking import experiment_id
+
+
+def open_and_create(uri: str, name: str) -> str:
+    client = store.connect(uri)
+    return experiment_id(client, uri, name)
+
+
+def test_sweeps_started_at_once_in_a_new_folder_share_one_store(tmp_path):
+    # Each process creates (or finds) the store and its own experiment at the same moment, as two
+    # `sweep` commands started together do; without the lock MLflow's migrations collide.
+    uri = f"sqlite:///{tmp_path}/new/mlflow.db"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        ids = pool.starmap(open_and_create, [(uri, f"space-{i}") for i in range(3)])
+    assert len(set(ids)) == 3
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert {"space-0", "space-1", "space-2"} <= names
+
+
+def test_a_local_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    client = store.connect(uri)
+    experiment = experiment_id(client, uri, "dcgan mnist/v2")
+    run = client.create_run(experiment)
+    client.log_text(run.info.run_id, "hello", "note.txt")
+    assert (tmp_path / "elsewhere" / "mlruns" / "dcgan_mnist_v2").is_dir()
+    assert list((tmp_path / "elsewhere" / "mlruns").rglob("note.txt"))
+    assert not Path(tmp_path / "mlruns").exists(), "nothing in the working folder"
