@@ -20,6 +20,7 @@ SCORER_ENV = "RAY_AUTOSCALER_UTILIZATION_SCORER=orchestrator.spot_first.score"
 V1_ENV = "RAY_enable_autoscaler_v2=0"
 TOKEN_ENV = "RAY_AUTH_MODE=token"
 TOKEN_PATH = "~/.ray/auth_token"
+PUBLISH = "python -m orchestrator.cluster_resources publish"  # node types for the sweep's resource check
 
 
 class ClusterConfigError(Exception):
@@ -154,6 +155,11 @@ def _gansweep_rules(config: dict[str, Any], result: ClusterCheck) -> None:
             "default autoscaling keeps retrying a spot type whose launches fail and never uses the "
             "on-demand one (see cluster.yaml's comments).")
 
+    if PUBLISH not in head_start:
+        result.warnings.append(
+            f"{path}: head_start_ray_commands does not run `{PUBLISH} ~/ray_bootstrap_config.yaml` after "
+            "`ray start --head`: a sweep cannot see the worker types while none is running, and refuses "
+            "GPU trials on a cluster scaled to zero.")
     worker_start = " ".join(config.get("worker_start_ray_commands") or [])
     starts = {"head_start_ray_commands": head_start, "worker_start_ray_commands": worker_start}
     for key, commands in starts.items():
