@@ -30,7 +30,8 @@ def training_set(config: dict[str, Any], data: ImageData, device: torch.device) 
         return real
     if not isinstance(real, TensorSplit):
         raise ConfigError(f"augment={config['augment']!r} needs a training set held in memory; "
-                          f"this {data.name} dataset is streamed from disk (set a smaller image_size)")
+                          f"this {data.name} dataset is streamed from disk (set a smaller image_size)",
+                          key="augment")
     if config["augment"] == "gan":
         images, labels = generated(config["generator"], n, data, device)
     else:
@@ -46,12 +47,13 @@ def generated(source: str, n: int, data: ImageData, device: torch.device
     shape = (data.channels, data.image_size, data.image_size)
     if not generator.num_classes:
         raise ConfigError(f"generator={source!r} is not conditional: it cannot draw images of a given "
-                          "class. Train one with conditional=true and use its generator")
+                          "class. Train one with conditional=true and use its generator", key="generator")
     if generator.num_classes != data.num_classes or tuple(generator.image_shape) != shape:
         raise ConfigError(
             f"generator={source!r} draws {_shape(generator.image_shape)} images of "
             f"{generator.num_classes} classes, but dataset={data.name!r} has {_shape(shape)} images of "
-            f"{data.num_classes} classes: set image_size/channels to match, or use another generator")
+            f"{data.num_classes} classes: set image_size/channels to match, or use another generator",
+            key="generator")
     generator.to(device)
     labels = (torch.arange(n) % data.num_classes)[torch.randperm(n)].to(device)
     images = [from_unit_range(generator(torch.randn(len(part), generator.noise_dim, device=device), part))

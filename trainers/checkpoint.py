@@ -38,6 +38,7 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(directory)
     path = path if path.is_file() else path / STATE_FILE
     if not path.is_file():
-        raise ConfigError(f"resume_from={str(directory)!r}: no checkpoint ({STATE_FILE}) there")
+        raise ConfigError(f"resume_from={str(directory)!r}: no checkpoint ({STATE_FILE}) there",
+                          key="resume_from")
     # An artifact store is not a trusted source of code: tensors and plain containers only.
     return torch.load(path, map_location=map_location, weights_only=True)

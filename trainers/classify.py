@@ -16,7 +16,7 @@ from torch import nn
 from trainers import augment, loop, optim, runtime, sources
 from trainers import data as datasets
 from trainers.classify_task import SCHEDULES, ClassifyTask, Shape
-from trainers.config import ConfigError, check_choice, check_positive, check_range, merge
+from trainers.config import ConfigError, check_choice, check_positive, check_range, check_whole, merge
 from trainers.data import ImageData, Split
 from trainers.loop import Report
 from trainers.models import classifiers
@@ -73,14 +73,16 @@ def build_task(trainer: str, config: dict[str, Any]) -> ClassifyTask:
 def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults + overrides, validated: every bad value fails here, before any data or model."""
     config = merge(DEFAULTS[trainer], overrides, trainer)
-    check_choice(config, "dataset", datasets.DATASETS)
+    datasets.check(config)
+    runtime.check(config)
     check_choice(config, "optimizer", optim.OPTIMIZERS)
     check_choice(config, "lr_schedule", SCHEDULES)
     check_positive(config, "lr", "batch_size", "epochs")
     check_range(config, "beta1", 0.0, 0.999)
     check_range(config, "beta2", 0.0, 0.9999)
+    check_range(config, "weight_decay", 0.0, 1.0)
     if "arch" in config:
-        classifiers.check_arch(config["arch"], config["input"])
+        classifiers.check_arch(config)
     if trainer == "transfer":
         _check_transfer(config)
     if trainer == "augment":
@@ -93,23 +95,22 @@ def _check_transfer(config: dict[str, Any]) -> None:
     check_positive(config, "head_units", "finetune_lr")
     if not config["source"]:
         raise ConfigError("transfer needs source: the discriminator to start from, as an MLflow model URI "
-                          "(runs:/<run_id>/discriminator) or a dcgan checkpoint (.../checkpoints/epoch_NNN)")
+                          "(runs:/<run_id>/discriminator) or a dcgan checkpoint (.../checkpoints/epoch_NNN)",
+                          key="source")
+    check_whole(config, "freeze_epochs")
     freeze, epochs = config["freeze_epochs"], config["epochs"]
-    if isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0:
-        raise ConfigError(f"freeze_epochs={freeze!r} must be a whole number of epochs, 0 or more")
     if freeze > epochs:
         raise ConfigError(f"freeze_epochs={freeze} is larger than epochs={epochs}: the backbone would "
-                          f"never be unfrozen. Use freeze_epochs={epochs} to train the head only")
+                          f"never be unfrozen. Use freeze_epochs={epochs} to train the head only",
+                          key="freeze_epochs")
 
 
 def _check_augment(config: dict[str, Any]) -> None:
     check_choice(config, "augment", augment.MODES)
-    extra = config["n_extra"]
-    if extra is not None and (isinstance(extra, bool) or not isinstance(extra, int) or extra < 0):
-        raise ConfigError(f"n_extra={extra!r} must be a whole number of images, 0 or more (or null)")
+    check_whole(config, "n_extra")
     if config["augment"] == "gan" and not config["generator"]:
         raise ConfigError("augment=gan needs generator: the MLflow model URI of a conditional generator "
-                          "(runs:/<run_id>/generator of a dcgan run with conditional=true)")
+                          "(runs:/<run_id>/generator of a dcgan run with conditional=true)", key="generator")
 
 
 def build_model(trainer: str, config: dict[str, Any], shape: Shape) -> nn.Module:
@@ -126,10 +127,11 @@ def build_model(trainer: str, config: dict[str, Any], shape: Shape) -> nn.Module
             f"source={source!r} is a discriminator of {have} images (channels x size x size), but "
             f"dataset={config['dataset']!r} gives {'x'.join(map(str, wanted))} images: set "
             f"channels={discriminator.image_shape[0]} and image_size={discriminator.image_shape[1]}, "
-            "or use a discriminator trained at this size")
+            "or use a discriminator trained at this size", key="source")
     if discriminator.num_classes:
         raise ConfigError(f"source={source!r} is a conditional discriminator: it needs each image's class "
-                          "as an input, which a classifier cannot give it. Use an unconditional GAN's")
+                          "as an input, which a classifier cannot give it. Use an unconditional GAN's",
+                          key="source")
     return classifiers.TransferNet(discriminator, classes, config["head"], config["head_units"])
 
 

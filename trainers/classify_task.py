@@ -18,7 +18,6 @@ from torch import nn
 
 from trainers import data as datasets
 from trainers import loop, optim, plots, runtime
-from trainers.config import ConfigError
 from trainers.data import ImageData, Split
 
 Shape = tuple[int, int, int]  # channels, image size, classes
@@ -37,8 +36,6 @@ class ClassifyTask:
         self.autocast = runtime.autocast(config, self.device)
         runtime.seed_everything(config["seed"])
         self.data = datasets.load(config, self.device)
-        if len(self.data.val) == 0:
-            raise ConfigError(f"val_fraction={config['val_fraction']!r} leaves no validation images")
         self.shape: Shape = (self.data.channels, self.data.image_size, self.data.num_classes)
         self.model = make_model(self.shape).to(self.device)
         if config["channels_last"]:

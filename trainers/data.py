@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainers.config import ConfigError, cache_root
+from trainers.config import ConfigError, cache_root, check_choice, check_positive, check_range, check_whole
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder", "mnist5k")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -34,6 +34,23 @@ DEFAULTS: dict[str, Any] = {  # the data keys of every trainer's config
     "test_fraction": 0.1,  # only for datasets without an official test split
     "split_seed": 0,
 }
+
+
+def check(config: dict[str, Any]) -> None:
+    """The data keys of a trainer's config (part of its `resolve`; files are looked at when loading)."""
+    check_choice(config, "dataset", DATASETS)
+    if config["dataset"] == "folder" and not config["data_path"]:
+        raise ConfigError("dataset='folder' needs data_path: the folder that holds the images",
+                          key="data_path")
+    if config["channels"] not in (None, 1, 3):
+        raise ConfigError(f"channels={config['channels']!r} must be 1 or 3 (or null: the dataset's own)",
+                          key="channels")
+    check_positive(config, "image_size", "max_train")
+    check_range(config, "val_fraction", 0.0, 0.5)
+    if config["val_fraction"] == 0:  # GANs are scored against validation images, classifiers ranked on them
+        raise ConfigError("val_fraction=0 leaves no validation images; use at least 0.01", key="val_fraction")
+    check_range(config, "test_fraction", 0.0, 0.5)
+    check_whole(config, "split_seed")
 
 
 class Split:
@@ -119,8 +136,6 @@ def from_unit_range(images: torch.Tensor) -> torch.Tensor:
 def load(config: dict[str, Any], device: torch.device) -> ImageData:
     """The dataset named by config['dataset'], split with config['split_seed']."""
     name = config["dataset"]
-    if name not in DATASETS:
-        raise ConfigError(f"dataset={name!r} is not one of: {', '.join(DATASETS)}")
     if name == "folder":
         return _folder(config, device)
     if name == "mnist5k":
@@ -159,7 +174,7 @@ def _torchvision(name: str, config: dict[str, Any]):
         except Exception as err:  # URLError, HTTPError, checksum errors: all mean "not here"
             raise ConfigError(
                 f"dataset={name!r} is not in {root} and could not be downloaded ({err}). "
-                f"Copy it there (or set data_dir), or use dataset=mnist5k offline."
+                f"Copy it there (or set data_dir), or use dataset=mnist5k offline.", key="dataset"
             ) from err
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,11 +190,9 @@ def _resize(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
     if channels is not None and channels != images.shape[1]:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
-        elif channels == 1:
+        else:  # 3 -> 1: luma
             images = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
             images = images.round().to(torch.uint8)
-        else:
-            raise ConfigError(f"channels={channels!r} must be 1 or 3")
     if size is not None and size != images.shape[-1]:
         chunks = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True,
                                 align_corners=False) for c in images.split(4096)]
@@ -217,16 +230,13 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
     import torchvision
     from torchvision import transforms
 
-    path = config["data_path"]
-    if not path:
-        raise ConfigError("dataset='folder' needs data_path: the folder that holds the images")
-    root = Path(path).expanduser()
+    root = Path(config["data_path"]).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"data_path={str(root)!r} is not a folder")
+        raise ConfigError(f"data_path={str(root)!r} is not a folder", key="data_path")
     if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.rglob("*")):
         raise ConfigError(
             f"data_path={str(root)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-            "put them in one subfolder per class (a single subfolder is fine)"
+            "put them in one subfolder per class (a single subfolder is fine)", key="data_path"
         )
     size = config["image_size"] or 64
     channels = config["channels"] or 3
@@ -237,7 +247,8 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
     try:
         dataset = torchvision.datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
     except (FileNotFoundError, RuntimeError) as err:
-        raise ConfigError(f"data_path={str(root)!r}: {err}. Put images in subfolders.") from err
+        raise ConfigError(f"data_path={str(root)!r}: {err}. Put images in subfolders.",
+                          key="data_path") from err
 
     generator = torch.Generator().manual_seed(config["split_seed"])
     order = torch.randperm(len(dataset), generator=generator).tolist()

@@ -12,7 +12,7 @@ from torchvision.utils import save_image
 
 from trainers import data as datasets
 from trainers import evaluator, loop, losses, optim, runtime
-from trainers.config import ConfigError, check_choice, check_positive, check_range, merge
+from trainers.config import ConfigError, check_choice, check_flag, check_positive, check_range, merge
 from trainers.loop import Report
 from trainers.metrics import SampleQuality, real_fake_scores
 from trainers.models import gan as models
@@ -25,7 +25,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "d_activation": "leaky_relu",
     "activation": None,  # sets both G's and D's activation (seed 000's study)
     "leaky_slope": 0.2,
-    "d_norm": "batch",  # batch | layer | instance | none
+    "d_norm": None,  # batch | layer | instance | none (None: layer for wgan-gp, else batch)
     "spectral_norm": False,
     "d_dropout": 0.0,
     "conditional": False,
@@ -84,34 +84,91 @@ def train_mlp(config: dict[str, Any], report: Report) -> None:
 
 
 def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults + overrides, validated: every bad value fails here, before any data or model."""
-    config = merge(DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS, overrides, trainer)
-    check_choice(config, "dataset", datasets.DATASETS)
+    """Defaults + overrides, validated: every bad value fails here, before any data or model.
+
+    Also fills the defaults that depend on the loss (`n_critic`, `d_norm`), so what is built from
+    the result needs no checks and no rules of its own.
+    """
+    defaults = DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS
+    config = merge(defaults, overrides, trainer)
+    datasets.check(config)
+    runtime.check(config)
+    check_choice(config, "arch", [defaults["arch"]])  # each trainer builds one architecture
     check_choice(config, "loss", losses.LOSSES)
     check_choice(config, "optimizer", optim.OPTIMIZERS)
-    check_choice(config, "d_norm", models.NORMS)
     for key in ("g_activation", "d_activation", "activation"):
         if config[key] is not None:
             check_choice(config, key, models.ACTIVATIONS)
     check_positive(config, "lr", "lr_g", "lr_d", "batch_size", "epochs", "noise_dim", "eval_samples",
-                   "gp_weight", "sample_grid", "n_critic")
-    if config["arch"] == "dcgan":
-        check_positive(config, "ngf", "ndf")
-        size = config["image_size"]
-        if size is not None and size not in models.DCGAN_SIZES:
-            raise ConfigError(f"image_size={size} cannot be produced by the DCGAN; "
-                              f"use one of {models.DCGAN_SIZES}")
+                   "gp_weight", "sample_grid", "n_critic", "embed_dim", "instance_noise_epochs")
     check_range(config, "beta1", 0.0, 0.999)
     check_range(config, "beta2", 0.0, 0.9999)
+    check_range(config, "weight_decay", 0.0, 1.0)
+    check_range(config, "leaky_slope", 0.0, 1.0)
     check_range(config, "label_smoothing", 0.0, 0.5)
     check_range(config, "d_dropout", 0.0, 0.95)
     check_range(config, "instance_noise", 0.0, 10.0)
+    check_flag(config, "spectral_norm", "conditional", "standard_fid")
+    _check_loss_options(config, defaults)
+    _check_architecture(config)
+    return _derive(config)
+
+
+def _check_loss_options(config: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """An option the chosen loss does not read (label smoothing for hinge, ...) is an error, not a no-op."""
+    loss = losses.CLASSES[config["loss"]]
+    for key in ("label_smoothing", "gp_weight"):
+        if config[key] != defaults[key] and key not in loss.options:
+            users = [name for name, cls in losses.CLASSES.items() if key in cls.options]
+            raise ConfigError(f"{key}={config[key]!r} has no effect with loss={config['loss']!r}: only "
+                              f"{' and '.join(users)} use it. Remove {key}, or set it only for those "
+                              "losses (a param with `when: {loss: ...}`)", key=key)
+
+
+def _check_architecture(config: dict[str, Any]) -> None:
+    if config["arch"] == "mlp":
+        hidden = config["hidden"]
+        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden):
+            raise ConfigError(f"hidden={hidden!r} must be a list of layer widths, e.g. [256, 512, 1024]",
+                              key="hidden")
+        if config["d_norm"] not in (None, "none"):
+            raise ConfigError(f"d_norm={config['d_norm']!r}: the MLP discriminator has no normalisation "
+                              "layers; use the dcgan trainer to compare them", key="d_norm")
+        return
+    check_positive(config, "ngf", "ndf")
+    if config["d_norm"] is not None:
+        check_choice(config, "d_norm", models.NORMS)
+    if config["d_norm"] == "batch" and config["loss"] == "wgan-gp":
+        raise ConfigError("d_norm='batch' with loss='wgan-gp': the gradient penalty is taken per image, "
+                          "and batch norm makes each critic score depend on the whole batch (Gulrajani "
+                          "et al., section 4: no batch norm in the critic). Use d_norm: layer, instance "
+                          "or none", key="d_norm")
+    size = config["image_size"]
+    if size is not None and size not in models.DCGAN_SIZES:
+        raise ConfigError(f"image_size={size} cannot be produced by the DCGAN; "
+                          f"use one of {models.DCGAN_SIZES}", key="image_size")
+
+
+def _derive(config: dict[str, Any]) -> dict[str, Any]:
+    """The defaults that follow the loss: WGAN-GP takes 5 critic steps per G step and a critic
+    without batch norm (layer norm, as the paper suggests); the other losses 1 step and batch norm."""
+    wgan = config["loss"] == "wgan-gp"
+    if config["n_critic"] is None:
+        config["n_critic"] = losses.CLASSES[config["loss"]].default_n_critic
+    if config["d_norm"] is None:
+        config["d_norm"] = "none" if config["arch"] == "mlp" else "layer" if wgan else "batch"
     return config
 
 
 def export_models(trainer: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, torch.nn.Module]:
-    """The generator and discriminator of a checkpoint's `task` state, ready to save as models."""
-    config = resolve(trainer, {k: v for k, v in config.items() if k != "resume_from"})
+    """The generator and discriminator of a checkpoint's `task` state, ready to save as models.
+
+    The models are rebuilt as they were trained, so rules added since (a checkpoint's config is
+    complete) do not apply: only the defaults are filled in.
+    """
+    defaults = DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS
+    config = _derive(merge(defaults, {k: v for k, v in config.items() if k != "resume_from"}, trainer))
     channels, size, classes = state["shape"]
     generator, discriminator = models.build(config, channels, size, classes)
     generator.load_state_dict(state["generator"])
@@ -130,7 +187,7 @@ class GanTask:
         self.data = datasets.load(config, self.device)
         if len(self.data.train) < config["batch_size"]:
             raise ConfigError(f"batch_size={config['batch_size']} is larger than the training set "
-                              f"({len(self.data.train)} images)")
+                              f"({len(self.data.train)} images)", key="batch_size")
         self.generator, self.discriminator = (
             m.to(self.device) for m in models.build(config, self.data.channels, self.data.image_size,
                                                     self.data.num_classes))
@@ -138,7 +195,7 @@ class GanTask:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.loss = losses.build(config["loss"], config["label_smoothing"], config["gp_weight"])
-        self.n_critic = config["n_critic"] or self.loss.default_n_critic
+        self.n_critic = config["n_critic"]
         opt = {k: config[k] for k in ("beta1", "beta2", "weight_decay")}
         self.opt_g = optim.build(config["optimizer"], self.generator.parameters(),
                                  config["lr_g"] or config["lr"], **opt)

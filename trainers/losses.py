@@ -3,7 +3,8 @@
 Each loss turns discriminator scores into D's and G's losses; WGAN-GP adds a gradient penalty
 that needs the discriminator itself. `threshold` is the score above which D calls an image real
 (used for d_acc / d_f1); None means "midway between the mean real and mean fake score", the only
-sensible cut for a critic whose scores have no fixed scale.
+sensible cut for a critic whose scores have no fixed scale. `options` are the config keys a loss
+reads besides its name: the trainer's `resolve` refuses the others when set, since they would do nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers.config import ConfigError
-
-LOSSES = ("bce", "lsgan", "wgan-gp", "hinge")
-
 
 class GanLoss:
     threshold: float | None = 0.0
     default_n_critic = 1
+    options: tuple[str, ...] = ()
 
     def __init__(self, label_smoothing: float = 0.0, gp_weight: float = 10.0):
         self.real_target = 1.0 - label_smoothing  # one-sided: fakes stay at 0
@@ -42,6 +40,8 @@ class GanLoss:
 class NonSaturating(GanLoss):
     """Goodfellow's BCE loss, with G maximising log D(G(z)) (the non-saturating form)."""
 
+    options = ("label_smoothing",)
+
     def d_loss(self, real, fake):
         return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, self.real_target))
                 + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
@@ -57,6 +57,7 @@ class LeastSquares(GanLoss):
     """LSGAN (Mao et al.): squared distance to the targets 1 (real) and 0 (fake)."""
 
     threshold = 0.5
+    options = ("label_smoothing",)
 
     def d_loss(self, real, fake):
         return 0.5 * ((real - self.real_target).pow(2).mean() + fake.pow(2).mean())
@@ -81,6 +82,7 @@ class WassersteinGP(GanLoss):
 
     threshold = None
     default_n_critic = 5
+    options = ("gp_weight",)
 
     def d_loss(self, real, fake):
         return fake.mean() - real.mean()
@@ -96,8 +98,10 @@ class WassersteinGP(GanLoss):
         return self.gp_weight * (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
+CLASSES: dict[str, type[GanLoss]] = {"bce": NonSaturating, "lsgan": LeastSquares,
+                                     "wgan-gp": WassersteinGP, "hinge": Hinge}
+LOSSES = tuple(CLASSES)
+
+
 def build(name: str, label_smoothing: float = 0.0, gp_weight: float = 10.0) -> GanLoss:
-    classes = {"bce": NonSaturating, "lsgan": LeastSquares, "wgan-gp": WassersteinGP, "hinge": Hinge}
-    if name not in classes:
-        raise ConfigError(f"loss={name!r} is not one of: {', '.join(LOSSES)}")
-    return classes[name](label_smoothing, gp_weight)
+    return CLASSES[name](label_smoothing, gp_weight)

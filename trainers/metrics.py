@@ -71,7 +71,8 @@ def _standard_fid(device: torch.device) -> FrechetInceptionDistance:
         raise ConfigError(
             "standard_fid=true needs the torch-fidelity package and the Inception weights "
             f"(pt_inception-2015-12-05) in torch's hub cache ({err}). Install torch-fidelity and "
-            "copy the weights to ~/.cache/torch/hub/checkpoints, or set standard_fid=false."
+            "copy the weights to ~/.cache/torch/hub/checkpoints, or set standard_fid=false.",
+            key="standard_fid",
         ) from err
 
 

@@ -6,17 +6,12 @@ from collections.abc import Iterable
 
 import torch
 
-from trainers.config import ConfigError
-
 OPTIMIZERS = ("adam", "adamax", "nadam", "amsgrad", "rmsprop", "sgd")
 
 
 def build(name: str, params: Iterable[torch.nn.Parameter], lr: float, beta1: float = 0.9,
           beta2: float = 0.999, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
-    if not lr > 0:
-        raise ConfigError(f"learning rate {lr!r} must be greater than 0")
+    """The optimizer `name` (one of OPTIMIZERS, checked by the trainer's resolve)."""
     betas = (beta1, beta2)
     if name in ("adam", "amsgrad"):
         return torch.optim.Adam(params, lr, betas, weight_decay=weight_decay, amsgrad=name == "amsgrad")

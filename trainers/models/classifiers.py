@@ -8,11 +8,13 @@ batch to 224 px inside the model, as seed 002 did, at about 49x the compute of 3
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.config import ConfigError
+from trainers.config import ConfigError, check_choice
 from trainers.models.gan import Discriminator
 
 ARCHS = ("cnn", "lenet5", "alexnet", "resnet18", "googlenet")
@@ -38,8 +40,6 @@ class TransferNet(nn.Module):
     def __init__(self, discriminator: Discriminator, num_classes: int, head: str = "linear",
                  head_units: int = 128):
         super().__init__()
-        if head not in HEADS:
-            raise ConfigError(f"head={head!r} is not one of: {', '.join(HEADS)}")
         discriminator.head = nn.Identity()
         self.backbone = discriminator.eval()  # eval: measuring the width must not touch BN statistics
         self.image_shape = discriminator.image_shape
@@ -61,7 +61,6 @@ def build_classifier(arch: str, channels: int, image_size: int, num_classes: int
 
     Like the GAN models it carries `image_shape`, the (C, H, W) of the images it takes.
     """
-    check_arch(arch, input)
     if arch in TORCHVISION:
         model = _torchvision(arch, channels, num_classes, native=input == "native")
         if input == "native":
@@ -75,14 +74,14 @@ def build_classifier(arch: str, channels: int, image_size: int, num_classes: int
     return model
 
 
-def check_arch(arch: str, input: str) -> None:
-    if arch not in ARCHS:
-        raise ConfigError(f"arch={arch!r} is not one of: {', '.join(ARCHS)}")
-    if input not in INPUTS:
-        raise ConfigError(f"input={input!r} is not one of: {', '.join(INPUTS)}")
-    if input != "native" and arch not in TORCHVISION:
-        raise ConfigError(f"input={input!r} is only for {', '.join(TORCHVISION)}: arch={arch} reads "
-                          "images at their own size (use input=native)")
+def check_arch(config: dict[str, Any]) -> None:
+    """The `arch` and `input` keys of a classifier config (part of its trainer's `resolve`)."""
+    check_choice(config, "arch", ARCHS)
+    check_choice(config, "input", INPUTS)
+    if config["input"] != "native" and config["arch"] not in TORCHVISION:
+        raise ConfigError(f"input={config['input']!r} is only for {', '.join(TORCHVISION)}: "
+                          f"arch={config['arch']} reads images at their own size (use input=native)",
+                          key="input")
 
 
 def _cnn(channels: int) -> nn.Sequential:
@@ -146,6 +145,6 @@ def _check_fits(model: nn.Module, channels: int, size: int, arch: str) -> torch.
     except RuntimeError as err:
         other = " or input=resize224" if arch in TORCHVISION else ""
         raise ConfigError(f"image_size={size} is too small for arch={arch} ({err}); "
-                          f"use a larger image_size{other}") from err
+                          f"use a larger image_size{other}", key="image_size") from err
     finally:
         model.train(training)
