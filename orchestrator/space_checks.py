@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -240,8 +239,7 @@ def _check_fixed(fail: Any, spec: TrainerSpec, fixed: dict[str, Any]) -> None:
     try:
         spec.resolve(dict(fixed))
     except ConfigError as exc:
-        key = _culprit(spec, fixed, str(exc))
-        raise fail(f"fixed.{key}" if key else "fixed", f"trainer '{spec.name}' rejects it: {exc}. "
+        raise fail(f"fixed.{exc.key}" if exc.key else "fixed", f"trainer '{spec.name}' rejects it: {exc}. "
                    "Fix the value") from None
 
 
@@ -272,20 +270,6 @@ def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
     for other, cond in params[name].when.items():
         context.update({**_context(other, params), other: listify(cond)[0]})
     return context
-
-
-def _culprit(spec: TrainerSpec, fixed: dict[str, Any], message: str) -> str | None:
-    """The fixed key a ConfigError is about: the one its message starts with (`key=value ...`), else
-    the first one rejected alone, else the first one it names."""
-    named = re.match(r"(\w+)=", message)
-    if named and named.group(1) in fixed:
-        return named.group(1)
-    for key, value in fixed.items():
-        try:
-            spec.resolve({key: value})
-        except ConfigError:
-            return key
-    return next((k for k in fixed if re.search(rf"\b{re.escape(k)}\b", message)), None)
 
 
 def _check_scheduler(fail: Any, f: SpaceFile, defaults: Any, multi: bool) -> SchedulerSpec:

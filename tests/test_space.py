@@ -435,3 +435,17 @@ def test_transfer_fixed_values_blame_the_right_key(tmp_path: Path, fixed: dict, 
     with pytest.raises(SpaceError) as err:
         load_space(path)
     assert err.value.field == field and words in str(err.value)
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"fixed__amp": "fp16"}, "fixed.amp", "amp='fp16' is not supported"),
+    ({"fixed__loss": "hinge", "fixed__label_smoothing": 0.1, "params__loss": None, "params__n_critic": None},
+     "fixed.label_smoothing", "only bce and lsgan use it"),
+    ({"fixed__label_smoothing": 0.1}, "params.loss.choices", "label_smoothing"),
+])
+def test_what_a_trial_would_reject_is_refused_by_the_dry_run(tmp_path: Path, changes: dict, field: str,
+                                                              words: str) -> None:
+    """The trainer's own rules, blamed on the key its ConfigError names, before anything starts."""
+    with pytest.raises(SpaceError) as err:
+        load_space(write(tmp_path, edited(**changes)))
+    assert err.value.field == field and words in str(err.value)
