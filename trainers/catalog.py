@@ -13,11 +13,13 @@ from trainers import classify, gan
 from trainers.config import ConfigError
 from trainers.loop import Report
 
+Train = Callable[[dict[str, Any], Report], None]
+
 
 @dataclass(frozen=True)
 class TrainerSpec:
     name: str
-    train: Callable[[dict[str, Any], Report], None]
+    train: Train
     defaults: Mapping[str, Any]
     metrics: tuple[str, ...]
     """Metric names reported every epoch (a sweep's `metric` must be one of them)."""
@@ -27,18 +29,26 @@ class TrainerSpec:
     """(config, checkpoint's task state) -> the models to save, by name."""
 
 
+def _gan(name: str, train: Train, defaults: Mapping[str, Any]) -> TrainerSpec:
+    return TrainerSpec(name, train, defaults, gan.METRICS, partial(gan.resolve, name),
+                       partial(gan.export_models, name))
+
+
+def _classifier(name: str, train: Train) -> TrainerSpec:
+    return TrainerSpec(name, train, classify.DEFAULTS[name], classify.METRICS,
+                       partial(classify.resolve, name), partial(classify.export, name))
+
+
 TRAINERS: dict[str, TrainerSpec] = {
-    "gan": TrainerSpec("gan", gan.train_mlp, gan.MLP_DEFAULTS, gan.METRICS,
-                       partial(gan.resolve, "gan"), partial(gan.export_models, "gan")),
-    "dcgan": TrainerSpec("dcgan", gan.train_dcgan, gan.DCGAN_DEFAULTS, gan.METRICS,
-                         partial(gan.resolve, "dcgan"), partial(gan.export_models, "dcgan")),
-    **{name: TrainerSpec(name, partial(classify.train, name), classify.DEFAULTS[name], classify.METRICS,
-                         partial(classify.resolve, name), partial(classify.export, name))
-       for name in ("classifier", "transfer", "augment")},
+    "gan": _gan("gan", gan.train_mlp, gan.MLP_DEFAULTS),
+    "dcgan": _gan("dcgan", gan.train_dcgan, gan.DCGAN_DEFAULTS),
+    "classifier": _classifier("classifier", classify.train_classifier),
+    "transfer": _classifier("transfer", classify.train_transfer),
+    "augment": _classifier("augment", classify.train_augment),
 }
 
 
 def get(name: str) -> TrainerSpec:
     if name not in TRAINERS:
-        raise ConfigError(f"unknown trainer {name!r}; choose one of: {', '.join(TRAINERS)}")
+        raise ConfigError(f"unknown trainer {name!r}; choose one of: {', '.join(TRAINERS)}")  # no config key
     return TRAINERS[name]
