@@ -231,7 +231,8 @@ def test_ctrl_c_leaves_an_interrupted_sweep_that_resume_completes(tmp_path, tiny
 
 def test_a_kill_between_rotation_and_snapshot_still_resumes(tmp_path, tiny, ray_address, monkeypatch):
     """The kill lands where Tune's own rotation (num_to_keep=2) would already have deleted the
-    checkpoint that the experiment snapshot in storage names for the trial."""
+    checkpoint that the experiment snapshot in storage names for the trial: the driver is stopped
+    (SIGSTOP) while the storage shows that state, then killed."""
     import pyarrow.fs
 
     from orchestrator.rotation import checkpoint_indices, snapshot_checkpoints
@@ -251,7 +252,16 @@ def test_a_kill_between_rotation_and_snapshot_still_resumes(tmp_path, tiny, ray_
                     return True
         return False
 
-    wait_for(in_the_window, "two checkpoints newer than the one the stored snapshot names")
+    def stopped_in_the_window() -> bool:
+        if not in_the_window():
+            return False
+        os.kill(driver.pid, signal.SIGSTOP)  # now the driver writes no snapshot and deletes nothing
+        if in_the_window():
+            return True
+        os.kill(driver.pid, signal.SIGCONT)
+        return False
+
+    wait_for(stopped_in_the_window, "two checkpoints newer than the one the stored snapshot names")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
 
