@@ -14,12 +14,11 @@ import torch
 
 from trainers import sources
 from trainers.config import ConfigError
-from trainers.data import ImageData, Split, TensorSplit, from_unit_range
+from trainers.data import CHUNK, ImageData, Split, TensorSplit, from_unit_range
 
 MODES = ("none", "gan", "classic")
 ROTATION = 15.0  # degrees either way
 JITTER = 0.2  # brightness, contrast and saturation factors in [1 - JITTER, 1 + JITTER]
-CHUNK = 500
 
 
 def training_set(config: dict[str, Any], data: ImageData, device: torch.device) -> Split:

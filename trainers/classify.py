@@ -26,7 +26,6 @@ from trainers.models import classifiers
 
 METRICS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_time_s")
 SCHEDULES = ("none", "cosine", "step")
-EVAL_BATCH = 500
 
 OPTIMISATION: dict[str, Any] = {
     "optimizer": "adam",  # adam | adamax | nadam | amsgrad | rmsprop | sgd
@@ -254,7 +253,7 @@ class ClassifyTask:
         k = self.data.num_classes
         loss = torch.zeros((), device=self.device)
         counts = torch.zeros(k * k, dtype=torch.long, device=self.device)
-        for images, labels in split.batches(EVAL_BATCH, shuffle=False):
+        for images, labels in split.batches(datasets.CHUNK, shuffle=False):
             with self.autocast:
                 logits = self.model(self._layout(images)).float()
             loss += F.cross_entropy(logits, labels, reduction="sum")

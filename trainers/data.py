@@ -21,6 +21,7 @@ from trainers.config import ConfigError, cache_root, check_choice, check_positiv
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder", "mnist5k")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory
+CHUNK = 500  # images per forward pass outside training (evaluation, generation): bounds memory at 128 px
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 DEFAULTS: dict[str, Any] = {  # the data keys of every trainer's config
@@ -66,7 +67,7 @@ class Split:
     def take(self, n: int) -> Batch:
         """The first n images and labels (evaluation sets, in a fixed order)."""
         xs, ys, got = [], [], 0
-        for x, y in self.batches(min(n, 500), shuffle=False):
+        for x, y in self.batches(min(n, CHUNK), shuffle=False):
             xs.append(x)
             ys.append(y)
             got += len(x)
@@ -200,14 +201,20 @@ def _resize(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
     return images.contiguous()
 
 
-def _split_in_memory(name, images, labels, test, config, device) -> ImageData:
-    generator = torch.Generator().manual_seed(config["split_seed"])
-    order = torch.randperm(len(images), generator=generator)
-    n_test = 0 if test is not None else math.ceil(len(images) * config["test_fraction"])
-    n_val = math.ceil(len(images) * config["val_fraction"])
-    val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+def split_indices(n: int, config: dict[str, Any], has_test: bool) -> tuple[torch.Tensor, ...]:
+    """Train, val and test indices of n images: one shuffle seeded with split_seed, so every trial of
+    a sweep sees the same split; test only for datasets without their own test split."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config["split_seed"]))
+    n_val = math.ceil(n * config["val_fraction"])
+    n_test = 0 if has_test else math.ceil(n * config["test_fraction"])
+    train = order[n_val + n_test:]
     if config["max_train"]:
-        train_idx = train_idx[: config["max_train"]]
+        train = train[: config["max_train"]]
+    return train, order[:n_val], order[n_val:n_val + n_test]
+
+
+def _split_in_memory(name, images, labels, test, config, device) -> ImageData:
+    train_idx, val_idx, test_idx = split_indices(len(images), config, has_test=test is not None)
     if test is None:
         test = (images[test_idx], labels[test_idx])
 
@@ -250,21 +257,15 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
         raise ConfigError(f"data_path={str(root)!r}: {err}. Put images in subfolders.",
                           key="data_path") from err
 
-    generator = torch.Generator().manual_seed(config["split_seed"])
-    order = torch.randperm(len(dataset), generator=generator).tolist()
-    n_val = math.ceil(len(dataset) * config["val_fraction"])
-    n_test = math.ceil(len(dataset) * config["test_fraction"])
-    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
-    if config["max_train"]:
-        parts["train"] = parts["train"][: config["max_train"]]
+    train_idx, val_idx, test_idx = split_indices(len(dataset), config, has_test=False)
     num_classes = len(dataset.classes)
     fits = len(dataset) * channels * size * size <= IN_MEMORY_BYTES
 
-    def split(indices: list[int]) -> Split:
-        subset = torch.utils.data.Subset(dataset, indices)
+    def split(indices: torch.Tensor) -> Split:
+        subset = torch.utils.data.Subset(dataset, indices.tolist())
         if not fits:
             return LoaderSplit(subset, device)
-        loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=2)
+        loader = torch.utils.data.DataLoader(subset, batch_size=CHUNK, num_workers=2)
         pairs = list(loader)
         if not pairs:
             return TensorSplit(torch.empty(0, channels, size, size, dtype=torch.uint8, device=device),
@@ -272,5 +273,4 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
         return TensorSplit(torch.cat([x for x, _ in pairs]).to(device),
                            torch.cat([y for _, y in pairs]).long().to(device))
 
-    return ImageData(split(parts["train"]), split(parts["val"]), split(parts["test"]),
-                     num_classes, channels, size, "folder")
+    return ImageData(split(train_idx), split(val_idx), split(test_idx), num_classes, channels, size, "folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,60 +13,11 @@ from torchvision.utils import save_image
 
 from trainers import data as datasets
 from trainers import evaluator, loop, losses, optim, runtime
-from trainers.config import ConfigError, check_choice, check_flag, check_positive, check_range, merge
+from trainers.config import ConfigError, merge
+from trainers.gan_config import DCGAN_DEFAULTS, MLP_DEFAULTS, derive, resolve
 from trainers.loop import Report
 from trainers.metrics import SampleQuality, real_fake_scores
 from trainers.models import gan as models
-
-COMMON_DEFAULTS: dict[str, Any] = {
-    **datasets.DEFAULTS,
-    # model
-    "noise_dim": 100,
-    "g_activation": "relu",  # relu | leaky_relu | prelu | elu
-    "d_activation": "leaky_relu",
-    "activation": None,  # sets both G's and D's activation (seed 000's study)
-    "leaky_slope": 0.2,
-    "d_norm": None,  # batch | layer | instance | none (None: layer for wgan-gp, else batch)
-    "spectral_norm": False,
-    "d_dropout": 0.0,
-    "conditional": False,
-    "embed_dim": 50,
-    # loss and stabilisers
-    "loss": "bce",  # bce | lsgan | wgan-gp | hinge
-    "n_critic": None,  # D steps per G step (None: 5 for wgan-gp, else 1)
-    "gp_weight": 10.0,
-    "label_smoothing": 0.0,  # one-sided: real target 1 - s
-    "instance_noise": 0.0,  # std of Gaussian noise on D's inputs, decays linearly to 0
-    "instance_noise_epochs": None,  # epochs over which it decays (None: all)
-    # optimisation
-    "optimizer": "adam",  # adam | adamax | nadam | amsgrad | rmsprop | sgd
-    "lr": 2e-4,
-    "lr_g": None,
-    "lr_d": None,
-    "beta1": 0.5,
-    "beta2": 0.999,
-    "weight_decay": 0.0,
-    "batch_size": 64,
-    "epochs": 10,
-    # evaluation
-    "eval_samples": 1000,  # generated images per epoch for fid/kid/inception_score/d_f1
-    "standard_fid": False,  # also compute FID with the standard Inception weights (if present locally)
-    "sample_grid": 64,
-    **runtime.DEFAULTS,
-}
-
-DCGAN_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "arch": "dcgan", "ngf": 64, "ndf": 64}
-MLP_DEFAULTS: dict[str, Any] = {
-    **COMMON_DEFAULTS,
-    "arch": "mlp",
-    "noise_dim": 64,
-    "hidden": [256, 512, 1024],  # G's widths; D uses them reversed
-    "d_norm": "none",
-    "d_dropout": 0.3,
-    "batch_size": 256,
-    "lr": 1e-4,
-    "beta1": 0.9,
-}
 
 METRICS: tuple[str, ...] = (
     "g_loss", "d_loss", "d_real", "d_fake", "d_acc", "d_f1",
@@ -83,84 +35,6 @@ def train_mlp(config: dict[str, Any], report: Report) -> None:
     loop.run(GanTask(resolve("gan", config)), config, report)
 
 
-def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults + overrides, validated: every bad value fails here, before any data or model.
-
-    Also fills the defaults that depend on the loss (`n_critic`, `d_norm`), so what is built from
-    the result needs no checks and no rules of its own.
-    """
-    defaults = DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS
-    config = merge(defaults, overrides, trainer)
-    datasets.check(config)
-    runtime.check(config)
-    check_choice(config, "arch", [defaults["arch"]])  # each trainer builds one architecture
-    check_choice(config, "loss", losses.LOSSES)
-    check_choice(config, "optimizer", optim.OPTIMIZERS)
-    for key in ("g_activation", "d_activation", "activation"):
-        if config[key] is not None:
-            check_choice(config, key, models.ACTIVATIONS)
-    check_positive(config, "lr", "lr_g", "lr_d", "batch_size", "epochs", "noise_dim", "eval_samples",
-                   "gp_weight", "sample_grid", "n_critic", "embed_dim", "instance_noise_epochs")
-    check_range(config, "beta1", 0.0, 0.999)
-    check_range(config, "beta2", 0.0, 0.9999)
-    check_range(config, "weight_decay", 0.0, 1.0)
-    check_range(config, "leaky_slope", 0.0, 1.0)
-    check_range(config, "label_smoothing", 0.0, 0.5)
-    check_range(config, "d_dropout", 0.0, 0.95)
-    check_range(config, "instance_noise", 0.0, 10.0)
-    check_flag(config, "spectral_norm", "conditional", "standard_fid")
-    _check_loss_options(config, defaults)
-    _check_architecture(config)
-    return _derive(config)
-
-
-def _check_loss_options(config: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """An option the chosen loss does not read (label smoothing for hinge, ...) is an error, not a no-op."""
-    loss = losses.CLASSES[config["loss"]]
-    for key in ("label_smoothing", "gp_weight"):
-        if config[key] != defaults[key] and key not in loss.options:
-            users = [name for name, cls in losses.CLASSES.items() if key in cls.options]
-            raise ConfigError(f"{key}={config[key]!r} has no effect with loss={config['loss']!r}: only "
-                              f"{' and '.join(users)} use it. Remove {key}, or set it only for those "
-                              "losses (a param with `when: {loss: ...}`)", key=key)
-
-
-def _check_architecture(config: dict[str, Any]) -> None:
-    if config["arch"] == "mlp":
-        hidden = config["hidden"]
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
-                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden):
-            raise ConfigError(f"hidden={hidden!r} must be a list of layer widths, e.g. [256, 512, 1024]",
-                              key="hidden")
-        if config["d_norm"] not in (None, "none"):
-            raise ConfigError(f"d_norm={config['d_norm']!r}: the MLP discriminator has no normalisation "
-                              "layers; use the dcgan trainer to compare them", key="d_norm")
-        return
-    check_positive(config, "ngf", "ndf")
-    if config["d_norm"] is not None:
-        check_choice(config, "d_norm", models.NORMS)
-    if config["d_norm"] == "batch" and config["loss"] == "wgan-gp":
-        raise ConfigError("d_norm='batch' with loss='wgan-gp': the gradient penalty is taken per image, "
-                          "and batch norm makes each critic score depend on the whole batch (Gulrajani "
-                          "et al., section 4: no batch norm in the critic). Use d_norm: layer, instance "
-                          "or none", key="d_norm")
-    size = config["image_size"]
-    if size is not None and size not in models.DCGAN_SIZES:
-        raise ConfigError(f"image_size={size} cannot be produced by the DCGAN; "
-                          f"use one of {models.DCGAN_SIZES}", key="image_size")
-
-
-def _derive(config: dict[str, Any]) -> dict[str, Any]:
-    """The defaults that follow the loss: WGAN-GP takes 5 critic steps per G step and a critic
-    without batch norm (layer norm, as the paper suggests); the other losses 1 step and batch norm."""
-    wgan = config["loss"] == "wgan-gp"
-    if config["n_critic"] is None:
-        config["n_critic"] = losses.CLASSES[config["loss"]].default_n_critic
-    if config["d_norm"] is None:
-        config["d_norm"] = "none" if config["arch"] == "mlp" else "layer" if wgan else "batch"
-    return config
-
-
 def export_models(trainer: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """The generator and discriminator of a checkpoint's `task` state, ready to save as models.
 
@@ -168,7 +42,7 @@ def export_models(trainer: str, config: dict[str, Any], state: dict[str, Any]) -
     complete) do not apply: only the defaults are filled in.
     """
     defaults = DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS
-    config = _derive(merge(defaults, {k: v for k, v in config.items() if k != "resume_from"}, trainer))
+    config = derive(merge(defaults, {k: v for k, v in config.items() if k != "resume_from"}, trainer))
     channels, size, classes = state["shape"]
     generator, discriminator = models.build(config, channels, size, classes)
     generator.load_state_dict(state["generator"])
@@ -282,11 +156,7 @@ class GanTask:
         self.generator.eval()
         if self.conditional and labels is None:
             labels = torch.randint(0, self.data.num_classes, (n,), device=self.device)
-        chunks = []
-        for start in range(0, n, 500):
-            part = None if labels is None else labels[start:start + 500].to(self.device)
-            chunks.append(self.generator(self._noise(min(500, n - start)), part).float())
-        return torch.cat(chunks)
+        return in_chunks(self.generator, self._noise(n), labels, datasets.CHUNK)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:
@@ -300,12 +170,10 @@ class GanTask:
         return metrics
 
     def _scores(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """D's scores on held-out images, in chunks of the training batch size."""
-        labels = labels if self.conditional else None
-        size = self.config["batch_size"]
+        """D's scores on held-out images, in batches of the training size: batch norm scores on batch
+        statistics (see models.batch_statistics), which should come from batches like those it trained on."""
         with models.batch_statistics(self.discriminator) as D:
-            return torch.cat([D(images[i:i + size], None if labels is None else labels[i:i + size]).float()
-                              for i in range(0, len(images), size)])
+            return in_chunks(D, images, labels if self.conditional else None, self.config["batch_size"])
 
     def write_artifacts(self, directory: Path, epoch: int) -> None:
         labels = self.fixed_labels if self.conditional else None
@@ -335,6 +203,13 @@ class GanTask:
         for opt, key in ((self.opt_g, "lr_g"), (self.opt_d, "lr_d")):
             for group in opt.param_groups:
                 group["lr"] = self.config[key] or self.config["lr"]
+
+
+def in_chunks(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, size: int
+              ) -> torch.Tensor:
+    """model(inputs, labels) `size` rows at a time (bounded memory), as one float tensor."""
+    parts = labels.split(size) if labels is not None else [None] * math.ceil(len(inputs) / size)
+    return torch.cat([model(x, y).float() for x, y in zip(inputs.split(size), parts, strict=True)])
 
 
 def _plain(value: Any) -> Any:

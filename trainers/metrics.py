@@ -10,9 +10,8 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from trainers.config import ConfigError
+from trainers.data import CHUNK
 from trainers.evaluator import EvaluatorNet, Features, Logits
-
-BATCH = 500
 
 
 class SampleQuality:
@@ -29,7 +28,7 @@ class SampleQuality:
             self.inception = InceptionScore(Logits(evaluator), splits=5).to(device)
         self.standard = _standard_fid(device) if standard_fid else None
         with torch.no_grad():
-            for chunk in real.split(BATCH):
+            for chunk in real.split(CHUNK):
                 self.fid.update(chunk, real=True)
                 self.kid.update(chunk, real=True)
                 if self.standard is not None:
@@ -39,7 +38,7 @@ class SampleQuality:
     def __call__(self, fake: torch.Tensor) -> dict[str, float]:
         for metric in self._metrics():
             metric.reset()
-        for chunk in fake.split(BATCH):
+        for chunk in fake.split(CHUNK):
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)
             self.inception.update(chunk)

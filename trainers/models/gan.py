@@ -127,64 +127,88 @@ def build(config: dict[str, Any], channels: int, image_size: int, num_classes: i
 
 
 def _mlp(config, shape, classes, g_act, d_act):
+    """The MLP GAN of seed 000, section 3.1 (hidden [256, 512, 1024]: G 64 -> 256 -> 512 -> 1024 -> 784)."""
     widths = list(config["hidden"])
     slope, sn = config["leaky_slope"], config["spectral_norm"]
     pixels = math.prod(shape)
-    g_layers: list[nn.Module] = []
+
+    # -- generator: noise -> hidden widths -> pixels
+    # input is Z (+ the label embedding): noise_dim (+ embed_dim)
     width_in = config["noise_dim"] + (config["embed_dim"] if classes else 0)
+    g_layers: list[nn.Module] = []
     for width in widths:
         g_layers += [nn.Linear(width_in, width), activation(g_act, slope, width)]
-        width_in = width
+        width_in = width  # state size. width
     g_layers += [nn.Linear(width_in, pixels), nn.Tanh()]
+    # state size. C*H*W in [-1, 1], viewed as C x H x W by Generator
     generator = Generator(nn.Sequential(*g_layers), config["noise_dim"], shape, classes,
                           config["embed_dim"], conv_input=False)
 
+    # -- discriminator: pixels -> the hidden widths reversed -> one score
+    # input is the flattened image (+ the label channel): C*H*W (+ H*W)
+    width_in = pixels + (shape[1] * shape[2] if classes else 0)
     d_layers: list[nn.Module] = []
-    width_in = pixels + (shape[1] * shape[2] if classes else 0)  # + the label channel
     for width in reversed(widths):
         linear = nn.Linear(width_in, width)
         d_layers += [spectral_norm(linear) if sn else linear, activation(d_act, slope, width),
                      nn.Dropout(config["d_dropout"])]
-        width_in = width
-    head = nn.Linear(width_in, 1)
+        width_in = width  # state size. width
+    head = nn.Linear(width_in, 1)  # state size. 1: the score
     discriminator = Discriminator(nn.Sequential(*d_layers), spectral_norm(head) if sn else head,
                                   shape, classes, flatten_input=True)
     return generator, discriminator
 
 
 def _dcgan(config, shape, classes, g_act, d_act):
+    """The DCGAN (Radford et al.) at 28-128 px. At 64 px it is pytorch/examples' dcgan:
+
+        G: Z -> (ngf*8) x 4 x 4 -> (ngf*4) x 8 x 8 -> (ngf*2) x 16 x 16 -> ngf x 32 x 32 -> nc x 64 x 64
+        D: nc x 64 x 64 -> ndf x 32 x 32 -> (ndf*2) x 16 x 16 -> (ndf*4) x 8 x 8 -> (ndf*8) x 4 x 4 -> 1
+
+    Other sizes start from a base x base map (4 px, or 7 px for 28 px images) and take
+    log2(size / base) doublings: one block fewer at 32 px, one more at 128 px.
+    """
     channels, size = shape[0], shape[1]
-    base = 7 if size == 28 else 4  # G starts from a base x base map and doubles it
-    n_up = int(math.log2(size // base))
+    base = 7 if size == 28 else 4
+    n_up = int(math.log2(size // base))  # 64 px: 4 blocks
     slope, sn = config["leaky_slope"], config["spectral_norm"]
     ngf, ndf = config["ngf"], config["ndf"]
 
-    width = ngf * 2 ** (n_up - 1)
+    # -- generator: each block doubles the side and halves the channels
+    width = ngf * 2 ** (n_up - 1)  # 64 px: ngf*8
     noise_in = config["noise_dim"] + (config["embed_dim"] if classes else 0)
     g_layers: list[nn.Module] = [
+        # input is Z (+ the label embedding), going into a convolution: noise_in x 1 x 1
         nn.ConvTranspose2d(noise_in, width, base, 1, 0, bias=False),
         nn.BatchNorm2d(width), activation(g_act, slope, width),
+        # state size. width x base x base: (ngf*8) x 4 x 4 at 64 px
     ]
     for _ in range(n_up - 1):
         g_layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
                      nn.BatchNorm2d(width // 2), activation(g_act, slope, width // 2)]
         width //= 2
+        # state size. width x (2 * side) x (2 * side): (ngf*4) x 8 x 8, (ngf*2) x 16 x 16, ngf x 32 x 32
     g_layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+    # state size. nc x size x size, in [-1, 1]
     generator = Generator(nn.Sequential(*g_layers), config["noise_dim"], shape, classes,
                           config["embed_dim"])
 
-    def conv(c_in: int, c_out: int, *args) -> nn.Module:
-        layer = nn.Conv2d(c_in, c_out, *args, bias=config["d_norm"] != "batch")
+    # -- discriminator: each block halves the side and doubles the channels
+    def conv(c_in: int, c_out: int) -> nn.Module:  # 4x4, stride 2, pad 1; no bias before batch norm
+        layer = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=config["d_norm"] != "batch")
         return spectral_norm(layer) if sn else layer
 
-    d_layers: list[nn.Module] = [conv(channels + (1 if classes else 0), ndf, 4, 2, 1),
+    # input is nc (+ 1 label channel) x size x size; no normalisation on the first layer (DCGAN paper)
+    d_layers: list[nn.Module] = [conv(channels + (1 if classes else 0), ndf),
                                  activation(d_act, slope, ndf), nn.Dropout2d(config["d_dropout"])]
     width = ndf
+    # state size. ndf x (size / 2) x (size / 2): ndf x 32 x 32 at 64 px
     for _ in range(n_up - 1):
-        d_layers += [conv(width, width * 2, 4, 2, 1), norm2d(config["d_norm"], width * 2),
+        d_layers += [conv(width, width * 2), norm2d(config["d_norm"], width * 2),
                      activation(d_act, slope, width * 2), nn.Dropout2d(config["d_dropout"])]
         width *= 2
-    head = nn.Linear(width * base * base, 1)  # the real/fake score from the final base x base map
+        # state size. width x (side / 2) x (side / 2): (ndf*2) x 16 x 16, (ndf*4) x 8 x 8, (ndf*8) x 4 x 4
+    head = nn.Linear(width * base * base, 1)  # (ndf*8) x base x base -> 1: the score
     discriminator = Discriminator(nn.Sequential(*d_layers), spectral_norm(head) if sn else head, shape,
                                   classes)
     for model in (generator, discriminator):
