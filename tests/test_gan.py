@@ -104,3 +104,15 @@ def test_large_folders_stream_through_a_dataloader(tiny, tmp_path, monkeypatch):
     record = Recorder(tmp_path)
     gan.train_dcgan({**tiny, "epochs": 1}, record)
     assert math.isfinite(record.metrics[0]["fid"])
+
+
+@pytest.mark.parametrize("overrides", [{"loss": "bce"}, {"loss": "wgan-gp", "n_critic": 3}])
+def test_generator_runs_once_per_batch(tiny, overrides):
+    """The G step reuses the D step's fakes: G's batch-norm statistics move once per batch, not twice."""
+    task = gan.GanTask(gan.resolve("dcgan", {**tiny, **overrides, "max_train": None}))
+    norms = [m for m in task.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    batches = len(task.data.train) // tiny["batch_size"]
+    metrics = task.train_epoch(1)
+    assert batches >= 2 * task.n_critic  # G stepped at least twice
+    assert norms and all(int(m.num_batches_tracked) == batches for m in norms)
+    assert math.isfinite(metrics["g_loss"])

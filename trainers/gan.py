@@ -86,9 +86,8 @@ class GanTask:
 
     # -- training ---------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        G, D, loss = self.generator, self.discriminator, self.loss
-        G.train()
-        D.train()
+        self.generator.train()
+        self.discriminator.train()
         noise_std = self._instance_noise(epoch)
         sums = torch.zeros(4, device=self.device)  # g_loss, d_loss, d_real, d_fake
         d_steps = g_steps = images = 0
@@ -98,40 +97,53 @@ class GanTask:
             labels = labels if self.conditional else None
             if self.config["channels_last"]:
                 real = real.contiguous(memory_format=torch.channels_last)
-            with self.autocast:
-                fake = G(self._noise(len(real)), labels)
-                real_scores = D(self._noisy(real, noise_std), labels).float()
-                fake_scores = D(self._noisy(fake.detach(), noise_std), labels).float()
-                d_loss = loss.d_loss(real_scores, fake_scores)
-            penalty = loss.penalty(D, real, fake.detach().float(), labels)
-            if penalty is not None:
-                d_loss = d_loss + penalty
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
-            sums[1:] += torch.stack([d_loss.detach(), loss.output(real_scores.detach()).mean(),
-                                     loss.output(fake_scores.detach()).mean()])
-            d_steps += 1
-            images += len(real)
-
-            if step % self.n_critic == 0:
-                D.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-                with self.autocast:
-                    fake = G(self._noise(len(real)), labels)
-                    g_loss = loss.g_loss(D(self._noisy(fake, noise_std), labels).float())
-                self.opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                self.opt_g.step()
-                D.requires_grad_(True)
-                sums[0] += g_loss.detach()
-                g_steps += 1
+            g_step = step % self.n_critic == 0  # n_critic D steps per G step
+            sums += self.step(real, labels, noise_std, g_step)
+            d_steps, g_steps, images = d_steps + 1, g_steps + g_step, images + len(real)
             if step % CHECK_EVERY == 0:
                 loop.check_finite(self._means(sums, g_steps, d_steps), epoch, step)
-        seconds = time.perf_counter() - began
-        metrics = self._means(sums, g_steps, d_steps)
+        metrics = self._means(sums, g_steps, d_steps)  # waits for the GPU: the time includes all steps
+        metrics["images_per_s"] = images / (time.perf_counter() - began)
         loop.check_finite(metrics, epoch)
-        metrics["images_per_s"] = images / seconds
         return metrics
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor | None, noise_std: float, g_step: bool
+             ) -> torch.Tensor:
+        """A D step on one batch, then, if g_step, a G step on the same batch of fakes.
+
+        Reusing the fakes, as pytorch/examples' dcgan does, runs G forward once per batch, so G's
+        batch-norm statistics move once per batch. Nothing here needs fresh fakes: G changes only in
+        G steps, so with n_critic > 1 the fakes of the last critic step are still G's; instance noise
+        and label smoothing act on D's inputs and targets, not on the fakes.
+        Returns (g_loss or 0, d_loss, d_real, d_fake), still on the device (no sync per step).
+        """
+        G, D, loss = self.generator, self.discriminator, self.loss
+        # (1) D step: real images towards "real", G's fakes towards "fake" (for WGAN-GP: the critic's
+        # difference plus the gradient penalty). G's graph is kept only when G steps next.
+        with torch.set_grad_enabled(g_step), self.autocast:
+            fake = G(self._noise(len(real)), labels)
+        with self.autocast:
+            real_scores = D(self._noisy(real, noise_std), labels).float()
+            fake_scores = D(self._noisy(fake.detach(), noise_std), labels).float()
+            d_loss = loss.d_loss(real_scores, fake_scores)
+        penalty = loss.penalty(D, real, fake.detach().float(), labels)
+        if penalty is not None:
+            d_loss = d_loss + penalty
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        g_loss = torch.zeros((), device=self.device)
+        if g_step:
+            # (2) G step: the same fakes through the updated D, towards "real"
+            D.requires_grad_(False)  # gradients through D, not for D's weights
+            with self.autocast:
+                g_loss = loss.g_loss(D(self._noisy(fake, noise_std), labels).float())
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            D.requires_grad_(True)
+        return torch.stack([g_loss.detach(), d_loss.detach(), loss.output(real_scores.detach()).mean(),
+                            loss.output(fake_scores.detach()).mean()])
 
     def _means(self, sums: torch.Tensor, g_steps: int, d_steps: int) -> dict[str, float]:
         g, d, real, fake = sums.tolist()
