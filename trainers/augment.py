@@ -1,4 +1,4 @@
-"""Extra training images for the `augment` trainer (seed 002, Table 1).
+"""Extra training images for the `augment` trainer (report 002, Table 1).
 
 `gan`: images from a conditional generator, an equal number per class, with the classes they were
 drawn for as labels. `classic`: real training images, randomly rotated and colour-jittered, labels

@@ -1,6 +1,6 @@
-"""Classifier trainers: `classifier` (seed 000's CNN baseline, LeNet-5, torchvision nets), `transfer`
-(a trained discriminator with a new class head, seed 000 section 3.3) and `augment` (a classifier on
-the real training images plus generated or classically augmented ones, seed 002 Table 1).
+"""Classifier trainers: `classifier` (report 000's CNN baseline, LeNet-5, torchvision nets), `transfer`
+(a trained discriminator with a new class head, report 000 section 3.3) and `augment` (a classifier on
+the real training images plus generated or classically augmented ones, report 002 Table 1).
 
 Each trainer builds its data, model and training set and hands them to the one ClassifyTask. A model
 with a `backbone` (a discriminator with a new head) keeps it frozen for the first `freeze_epochs`
@@ -39,7 +39,7 @@ OPTIMISATION: dict[str, Any] = {
 }
 ARCH: dict[str, Any] = {
     "arch": "cnn",  # cnn | lenet5 | alexnet | resnet18 | googlenet
-    "input": "native",  # native (stems adapted to small images) | resize224 (seed 002's way, ~49x compute)
+    "input": "native",  # native (stems adapted to small images) | resize224 (report 002's way, ~49x compute)
 }
 CLASSIFIER_DEFAULTS: dict[str, Any] = {**datasets.DEFAULTS, **ARCH, **OPTIMISATION, **runtime.DEFAULTS}
 TRANSFER_DEFAULTS: dict[str, Any] = {
@@ -56,9 +56,9 @@ TRANSFER_DEFAULTS: dict[str, Any] = {
 AUGMENT_DEFAULTS: dict[str, Any] = {
     **CLASSIFIER_DEFAULTS,
     "augment": "none",  # none | gan | classic (random rotation and colour jitter)
-    "n_extra": None,  # extra training images (None: as many as the real ones, as in seed 002)
+    "n_extra": None,  # extra training images (None: as many as the real ones, as in report 002)
     "generator": None,  # augment=gan: a conditional generator, runs:/<run_id>/generator or models:/...
-    "lr": 2e-4,  # seed 002: Adam, lr 2e-4, for every classifier
+    "lr": 2e-4,  # report 002: Adam, lr 2e-4, for every classifier
 }
 DEFAULTS = {"classifier": CLASSIFIER_DEFAULTS, "transfer": TRANSFER_DEFAULTS, "augment": AUGMENT_DEFAULTS}
 

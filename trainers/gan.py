@@ -1,4 +1,4 @@
-"""GAN trainers (MLP GAN of seed 000, DCGAN family of seeds 001-004): one loop, swappable losses."""
+"""GAN trainers (MLP GAN of report 000, DCGAN family of reports 001-004): one loop, swappable losses."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class GanTask:
         return torch.randn(n, self.config["noise_dim"], device=self.device)
 
     def _instance_noise(self, epoch: int) -> float:
-        """Seed 001's instance noise: its std falls linearly to 0 over instance_noise_epochs."""
+        """Report 001's instance noise: its std falls linearly to 0 over instance_noise_epochs."""
         span = self.config["instance_noise_epochs"] or self.epochs
         return self.config["instance_noise"] * max(0.0, 1.0 - (epoch - 1) / span)
 

@@ -17,7 +17,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "noise_dim": 100,
     "g_activation": "relu",  # relu | leaky_relu | prelu | elu
     "d_activation": "leaky_relu",
-    "activation": None,  # sets both G's and D's activation (seed 000's study)
+    "activation": None,  # sets both G's and D's activation (report 000's study)
     "leaky_slope": 0.2,
     "d_norm": None,  # batch | layer | instance | none (None: layer for wgan-gp, else batch)
     "spectral_norm": False,

@@ -1,4 +1,4 @@
-"""Optimizers by name, with the knobs the seed reports varied."""
+"""Optimizers by name, with the knobs the source reports varied."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ ANNOTATE_UP_TO = 20  # classes; beyond that the counts would not be readable
 
 
 def confusion_matrix(counts: torch.Tensor, title: str, path: Path) -> None:
-    """counts[true, predicted] as a heat map with the counts written in (seed 000, figure 15)."""
+    """counts[true, predicted] as a heat map with the counts written in (report 000, figure 15)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
     counts = counts.cpu()

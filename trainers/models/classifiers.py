@@ -1,9 +1,9 @@
-"""Image classifiers: seed 000's CNN baseline, LeNet-5, torchvision's AlexNet, ResNet-18 and GoogLeNet
-(seed 002), and a trained discriminator with a new class head (seed 000, section 3.3).
+"""Image classifiers: report 000's CNN baseline, LeNet-5, torchvision's AlexNet, ResNet-18 and GoogLeNet
+(report 002), and a trained discriminator with a new class head (report 000, section 3.3).
 
 `input: native` adapts the torchvision stems to 16-64 px images (the stem's first downsamplings
 removed, as is usual for CIFAR-10); `input: resize224` keeps the ImageNet stems and upsamples every
-batch to 224 px inside the model, as seed 002 did, at about 49x the compute of 32 px.
+batch to 224 px inside the model, as report 002 did, at about 49x the compute of 32 px.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ TORCHVISION = ("alexnet", "resnet18", "googlenet")
 
 
 class Resize(nn.Module):
-    """Bilinear upsampling of a batch to size x size pixels (seed 002's 224 px inputs)."""
+    """Bilinear upsampling of a batch to size x size pixels (report 002's 224 px inputs)."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -85,7 +85,7 @@ def check_arch(config: dict[str, Any]) -> None:
 
 
 def _cnn(channels: int) -> nn.Sequential:
-    """Seed 000, Table 1: conv32-pool-conv64-pool (3x3 valid convolutions, ReLU)."""
+    """Report 000, Table 1: conv32-pool-conv64-pool (3x3 valid convolutions, ReLU)."""
     return nn.Sequential(nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
 

@@ -1,4 +1,4 @@
-"""Generators and discriminators: the MLP GAN of seed 000 and the DCGAN family (28-128 px).
+"""Generators and discriminators: the MLP GAN of report 000 and the DCGAN family (28-128 px).
 
 Discriminators are split into `features` (everything up to the real/fake output) and `head`
 (the real/fake output), so transfer learning can swap the head for a classifier.
@@ -127,7 +127,7 @@ def build(config: dict[str, Any], channels: int, image_size: int, num_classes: i
 
 
 def _mlp(config, shape, classes, g_act, d_act):
-    """The MLP GAN of seed 000, section 3.1 (hidden [256, 512, 1024]: G 64 -> 256 -> 512 -> 1024 -> 784)."""
+    """The MLP GAN of report 000, section 3.1 (hidden [256, 512, 1024]: G 64 -> 256 -> 512 -> 1024 -> 784)."""
     widths = list(config["hidden"])
     slope, sn = config["leaky_slope"], config["spectral_norm"]
     pixels = math.prod(shape)
