@@ -5,7 +5,7 @@ storage names. Tune's own rotation (`CheckpointConfig(num_to_keep)`) deletes a c
 a newer one arrives, while the snapshot, written every few seconds to minutes, may still name it: a
 driver killed in between leaves that trial unable to resume. So Tune keeps every checkpoint and this
 callback deletes a trial's older ones itself, sparing the `keep` newest and every one from the one
-the stored snapshot names on.
+the previous stored snapshot named on.
 """
 
 from __future__ import annotations
@@ -17,29 +17,42 @@ from typing import Any
 import pyarrow.fs
 from ray import tune
 
-SNAPSHOT = re.compile(r"experiment_state-.+\.json$")
+SNAPSHOT = re.compile(r"(^|/)experiment_state-[^/]+\.json$")
 CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
+PICKLED_CHECKPOINT = re.compile(rb"/checkpoint_(\d{6})")
 
 
 class CheckpointRotation(tune.Callback):
     def __init__(self, keep: int):
         self.keep = keep
+        self.named: dict[str, list[int]] = {}  # trial id -> the checkpoints stored snapshots named
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         fs = checkpoint.filesystem
         trial_dir = checkpoint.path.rsplit("/", 1)[0]
         experiment_dir = trial_dir.rsplit("/", 1)[0]
-        needed = snapshot_checkpoints(fs, experiment_dir).get(trial.trial_id)
-        if needed is None:
-            return  # the stored snapshot names no checkpoint of this trial yet: keep them all
+        named = self.named.setdefault(trial.trial_id, [])
+        try:
+            now = snapshot_checkpoints(fs, experiment_dir).get(trial.trial_id)
+        except (OSError, ValueError):
+            return  # a snapshot caught in the middle of its upload: rotate at the next checkpoint
+        if now is not None and (not named or now > named[-1]):
+            named.append(now)
+        # Tune uploads snapshots in the background: the stored one may still be overwritten by the
+        # previous one. So only checkpoints older than the previous snapshot's are surely unneeded.
+        if len(named) < 2:
+            return
         for index in sorted(checkpoint_indices(fs, trial_dir))[:-self.keep]:
-            if index < needed:
+            if index < named[-2]:
                 fs.delete_dir(f"{trial_dir}/checkpoint_{index:06d}")
+        del named[:-2]
 
 
 def snapshot_checkpoints(fs: pyarrow.fs.FileSystem, experiment_dir: str) -> dict[str, int]:
     """Trial id -> the index of the checkpoint the newest experiment snapshot in storage restores
-    it from (its last result's checkpoint: gansweep's trainers checkpoint with every result)."""
+    it from: the newest its checkpoint manager holds. Tune stores the manager pickled (as hex);
+    its checkpoint paths are read from those bytes as text, nothing is unpickled. (The last
+    result's `checkpoint_dir_name` can run one ahead of the manager, so it is not the answer.)"""
     found = fs.get_file_info(pyarrow.fs.FileSelector(experiment_dir))
     names = sorted(info.path for info in found if SNAPSHOT.search(info.path))
     if not names:
@@ -49,9 +62,10 @@ def snapshot_checkpoints(fs: pyarrow.fs.FileSystem, experiment_dir: str) -> dict
     needed = {}
     for trial_state, runtime in snapshot["trial_data"]:
         trial_id = _decoded(trial_state).get("trial_id")
-        name = ((_decoded(runtime).get("last_result") or {}).get("checkpoint_dir_name")) or ""
-        if trial_id and (match := CHECKPOINT.search(name)):
-            needed[trial_id] = int(match.group(1))
+        manager = (_decoded(runtime).get("checkpoint_manager") or {}).get("value") or ""
+        held = [int(index) for index in PICKLED_CHECKPOINT.findall(bytes.fromhex(manager))]
+        if trial_id and held:
+            needed[trial_id] = max(held)
     return needed
 
 
