@@ -3,6 +3,7 @@ failure policy, and the driver-side callbacks (MLflow, progress)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -200,10 +201,9 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
         raise UsageError(problem)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if address is None:
-        # Token auth, which Ray 2.60 turns on for a new local instance anyway, but said explicitly:
-        # Ray then has no reason to warn about it on every sweep.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Ray 2.60 turns token auth on for a new local instance (and makes ~/.ray/auth_token) with a
+    # warning on every start that a laptop user can do nothing about.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         # "local": a new Ray instance of this sweep's own, even where another one runs on this machine
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,

@@ -274,3 +274,19 @@ def test_a_kill_between_rotation_and_snapshot_still_resumes(tmp_path, tiny, ray_
     assert kid.info.status == "FINISHED" and kid.data.tags["gansweep.status"] == "finished"
     assert epochs_logged(client, kid) == list(range(1, 41))
     assert int(kid.data.metrics["epoch"]) == 40
+
+
+def test_a_local_sweep_runs_its_own_ray_with_token_auth_and_no_warning(tmp_path, tiny):
+    """The quickstart's path: no --address, no RAY_AUTH_MODE; Ray 2.60 turns token auth on."""
+    space = write_space(tmp_path, tiny, num_samples=1, scheduler={"type": "fifo"},
+                        fixed={**tiny, "epochs": 1})
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["HOME"] = str(tmp_path / "home")  # where Ray keeps the token it makes
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", str(space),
+                           "--storage", str(tmp_path / "sweeps"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Token authentication" not in done.stdout + done.stderr
+    assert (tmp_path / "home" / ".ray" / "auth_token").is_file()
+    _, kids = children(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "tiny")
+    assert [k.info.status for k in kids] == ["FINISHED"]
