@@ -5,8 +5,10 @@ Light on purpose (no Ray, no torch): every command imports it before it knows wh
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -51,7 +53,9 @@ def connect(uri: str):
     from filelock import FileLock
 
     database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{database}.lock"):
+    # The lock file lives in the temp folder, not beside the user's database.
+    key = hashlib.sha256(str(database).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"gansweep-store-{key}.lock"):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates or migrates the schema, here and now
     return client

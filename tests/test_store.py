@@ -25,6 +25,7 @@ def test_sweeps_started_at_once_in_a_new_folder_share_one_store(tmp_path):
     assert len(set(ids)) == 3
     names = {e.name for e in MlflowClient(uri).search_experiments()}
     assert {"space-0", "space-1", "space-2"} <= names
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["mlflow.db"], "no lock file beside it"
 
 
 def test_a_local_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
