@@ -1,1 +1,0 @@
-"""gansweep's orchestrator: search spaces, the Ray Tune sweep, MLflow bookkeeping and the CLI."""
