@@ -235,11 +235,11 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
             raise
         if interrupted.is_set():
             client.set_terminated(parent, "KILLED")
-            resume = f"python -m orchestrator sweep {space.path} --resume"
+            again = f"python -m orchestrator sweep {space.path} --resume"
             if tracking_uri != store.DEFAULT_TRACKING_URI:
-                resume += f" --tracking-uri {tracking_uri}"
+                again += f" --tracking-uri {tracking_uri}"
             print(f"\ninterrupted: the sweep is not complete (no leaderboard yet). Continue it with\n"
-                  f"  {resume}", file=sys.stderr)
+                  f"  {again}", file=sys.stderr)
             return 130
         summary.finish(client, experiment, parent, space, tracking_uri)
         client.set_terminated(parent, "FINISHED")
