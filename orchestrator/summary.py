@@ -18,9 +18,10 @@ import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from orchestrator import tags
+from orchestrator import store, tags  # noqa: E402
 from orchestrator.runs import children  # noqa: E402
 from orchestrator.space import SearchSpace  # noqa: E402
+from trainers.catalog import GAN_TRAINERS  # noqa: E402
 
 
 @dataclass
@@ -202,5 +203,7 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
         print(f"Runs, curves and sample grids: {link}")
     else:
         print(f"Runs, curves and sample grids: mlflow ui --backend-store-uri {tracking_uri}\n  then {link}")
-    print(f"Promote the best generator: python -m orchestrator promote {space.name}")
+    if space.trainer in GAN_TRAINERS:  # a classifier sweep has no generator to promote
+        store_flag = "" if tracking_uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
+        print(f"Promote the best generator: python -m orchestrator promote {space.name}{store_flag}")
     return rows

@@ -47,6 +47,8 @@ TRAINERS: dict[str, TrainerSpec] = {
     "augment": _classifier("augment", classify.train_augment),
 }
 
+GAN_TRAINERS = frozenset({"gan", "dcgan"})  # the trainers whose runs hold a generator (promote, generate)
+
 
 def get(name: str) -> TrainerSpec:
     if name not in TRAINERS:
