@@ -79,14 +79,12 @@ def _answer(storage: str, probe: str, token: str, node_id: str) -> str | None:
 def shared_problem(storage: str) -> str | None:
     """Why the live nodes of the joined Ray cluster do not all share the storage, or None.
 
-    Needs `ray.init` done. Nodes started later by the autoscaler are not checked here; they run
-    the same image and role as those that are.
+    Needs `ray.init` done, and `write_problem` passed on this machine. Nodes started later by the
+    autoscaler are not checked here; they run the same image and role as those that are.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if problem := write_problem(storage):
-        return problem
     location = storage if "://" in storage else str(Path(storage).expanduser().resolve())
     fs, path = resolve(location)
     token = secrets.token_hex(16)

@@ -19,7 +19,15 @@ from clusters import LocalCluster
 from mlflow.tracking import MlflowClient
 from processes import stop_session
 from services import BUCKET, FAKE_AWS
-from test_sweep import children, epochs_logged, run_in_background, sweep_args, wait_for, write_space
+from test_sweep import (
+    children,
+    epochs_logged,
+    resumed_to_the_end,
+    run_in_background,
+    sweep_args,
+    wait_for,
+    write_space,
+)
 
 from orchestrator.cli import main
 
@@ -131,11 +139,8 @@ def test_s3_storage_keeps_checkpoints_and_survives_a_killed_driver(tmp_path, tin
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
 
-    resumed = run_in_background(tmp_path, [*args, "--resume"])
-    assert resumed.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    client, parent, kids = resumed_to_the_end(tmp_path, args, timeout=400)
     assert not (tmp_path / "sweeps").exists(), "nothing stored beside the driver"
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    parent, kids = children(client, "tiny")
     assert parent.info.status == "FINISHED"
     trials = [k for k in kids if k.data.tags.get("gansweep.status") != "lost"]
     assert len(trials) == 3
