@@ -66,7 +66,7 @@ def sweep(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from orchestrator import runs, summary
 
-    client = store.connect(store.tracking_uri(args.tracking_uri))
+    client = store.connect(store.tracking_uri(args.tracking_uri), create=False)
     sweep = runs.latest_sweep(client, args.experiment)
     metric, mode = args.metric or sweep.metric, args.mode or sweep.mode
     trials = runs.children(client, sweep.experiment_id, sweep.parent.info.run_id)
@@ -86,28 +86,28 @@ def report(args: argparse.Namespace) -> int:
 def promote(args: argparse.Namespace) -> int:
     from orchestrator import model_registry, runs
 
-    client = store.connect(store.tracking_uri(args.tracking_uri))
+    tracking_uri = store.tracking_uri(args.tracking_uri)
+    client = store.connect(tracking_uri, create=False)
     if args.rollback:
         if not (args.name or args.experiment):
             raise UsageError("--rollback needs the experiment or --name of the registered model")
-        print(model_registry.rollback(client, args.name or f"{args.experiment}-generator"))
+        name = args.name or model_registry.registered_name(runs.latest_sweep(client, args.experiment))
+        print(model_registry.rollback(client, name))
         return 0
     sweep = runs.latest_sweep(client, args.experiment)
-    name = args.name or f"{sweep.experiment_name}-generator"
-    print(model_registry.promote(client, sweep, name, args.metric or sweep.metric, args.mode or sweep.mode,
-                           args.force))
-    print(f"sample from it: python -m orchestrator generate models:/{name}@champion --out grid.png")
+    promotion = model_registry.promote(client, sweep, args.name or model_registry.registered_name(sweep),
+                                       args.metric or sweep.metric, args.mode or sweep.mode, args.force)
+    print(promotion.message)
+    for line in model_registry.next_steps(promotion, store.flag(tracking_uri)):
+        print(line)
     return 0
 
 
 def generate(args: argparse.Namespace) -> int:
-    import mlflow
-
     from orchestrator import model_registry
 
-    store.connect(store.tracking_uri(args.tracking_uri))
-    mlflow.set_tracking_uri(store.tracking_uri(args.tracking_uri))
-    height, width = model_registry.generate(args.model_uri, args.n, args.out, args.seed)
+    client = store.connect(store.tracking_uri(args.tracking_uri), create=False)
+    height, width = model_registry.generate(client, args.model_uri, args.n, args.out, args.seed)
     print(f"wrote {args.out}: {args.n} samples of {height}x{width} from {args.model_uri}")
     return 0
 
@@ -148,11 +148,13 @@ def parser() -> argparse.ArgumentParser:
     tracking(r)
     r.set_defaults(func=report)
 
-    p = commands.add_parser("promote", help="register the best generator of a sweep as @champion")
+    p = commands.add_parser("promote", help="register the best model of a sweep as @champion: the generator "
+                                             "of a GAN sweep, the classifier of a classifier sweep")
     p.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
     p.add_argument("--metric", help="rank by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"], help="lower or higher is better (default: the sweep's)")
-    p.add_argument("--name", help="registered model name (default: EXPERIMENT-generator)")
+    p.add_argument("--name", help="registered model name (default: EXPERIMENT-generator, or "
+                                  "EXPERIMENT-classifier for a classifier, transfer or augment sweep)")
     p.add_argument("--force", action="store_true", help="promote even if the champion is as good or better")
     p.add_argument("--rollback", action="store_true", help="move @champion back to @previous")
     tracking(p)

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from orchestrator.errors import LookupProblem
+from orchestrator.errors import LookupProblem, UsageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what `mlflow ui` opens in the same folder
 
@@ -30,26 +30,48 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).expanduser().resolve()
 
 
-def connect(uri: str):
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def flag(uri: str) -> str:
+    """` --tracking-uri URI` for a command this one suggests, unless the URI is the default."""
+    return "" if uri == DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
+
+
+def check(uri: str) -> None:
+    """Refuse a store the sweep could not write to, before anything starts; creates nothing.
+
+    A server must answer and accept this process's credentials (LookupProblem, UsageError); a
+    sqlite store that does not exist yet must be one this process can create (UsageError).
+    """
+    if is_server(uri):
+        _check_server(uri)
+    elif (database := sqlite_path(uri)) is not None and not database.exists():
+        folder = next(p for p in database.parents if p.exists())
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"the tracking store {database} cannot be created: {folder} is not a "
+                             "writable folder. Pass another --tracking-uri")
+
+
+def connect(uri: str, create: bool = True):
     """A client of the store, ready to use.
 
-    A server is asked for its health first (one clear error instead of minutes of retries). A
-    sqlite store is created or upgraded under a file lock: two sweeps started at once in a new
-    folder would otherwise run MLflow's schema migrations into each other.
+    A server is checked first (one clear error instead of minutes of retries, or a traceback
+    ending in `401 != 200`). A sqlite store is created or upgraded under a file lock: two sweeps
+    started at once in a new folder would otherwise run MLflow's schema migrations into each
+    other. With `create=False` (commands that only read) a missing one is a LookupProblem.
     """
     from mlflow.tracking import MlflowClient
 
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
-        except (urllib.error.URLError, OSError) as err:
-            raise LookupProblem(
-                f"the tracking server {uri} does not answer ({err}). Start it (mlflow/serve) "
-                "or point --tracking-uri / MLFLOW_TRACKING_URI at the right one."
-            ) from err
+    if is_server(uri):
+        _check_server(uri)
     database = sqlite_path(uri)
     if database is None:
         return MlflowClient(uri)
+    if not create and not database.exists():
+        raise LookupProblem(f"there is no tracking store {database}: run a sweep first, or pass the "
+                            "--tracking-uri of the sweep you mean")
     from filelock import FileLock
 
     database.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +81,47 @@ def connect(uri: str):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates or migrates the schema, here and now
     return client
+
+
+def _check_server(uri: str) -> None:
+    """The server answers /health (open to all), then one authenticated read."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+    except (urllib.error.URLError, OSError) as err:
+        raise LookupProblem(
+            f"the tracking server {uri} does not answer ({err}). Start it (mlflow/serve) "
+            "or point --tracking-uri / MLFLOW_TRACKING_URI at the right one."
+        ) from err
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)  # what every MLflow call of this process sends
+    try:
+        # One retry, one second apart: it answered /health a moment ago (MLflow's own default
+        # would retry a 5xx for minutes).
+        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=1,
+                                backoff_factor=1, timeout=10, params={"max_results": 1})
+    except MlflowException as err:
+        raise LookupProblem(f"the tracking server {uri} answers /health but not a search of its "
+                            f"experiments ({err.message}). Check its log") from None
+    if response.status_code in (401, 403):
+        raise UsageError(_refused(uri, response.status_code, creds))
+    if response.status_code != 200:
+        raise LookupProblem(f"the tracking server {uri} answered {response.status_code} to a search of "
+                            f"its experiments: {response.text[:200]!r}. Is it an MLflow server?")
+
+
+def _refused(uri: str, status: int, creds) -> str:
+    """What to do about a 401 or 403, by the credentials that were sent."""
+    if not (creds.username or creds.token):
+        return (f"the tracking server {uri} wants credentials: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (a user its admin made, see mlflow/README.md)")
+    who = (f"user {creds.username!r} (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)" if creds.username
+           else "the token in MLFLOW_TRACKING_TOKEN")
+    if status == 403:
+        return f"the tracking server {uri} gives {who} no access (403): ask its admin for permission"
+    return f"the tracking server {uri} refused {who} (401): check them, or ask its admin for a new password"
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

@@ -180,6 +180,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def best_metrics(row: Row, space: SearchSpace) -> str:
+    """The sweep's metric; for a classifier also val_acc and test_acc (logged at the last epoch
+    only: n/a for a trial stopped early)."""
+    names = [space.primary_metric]
+    if space.trainer not in GAN_TRAINERS:
+        names += [m for m in ("val_acc", "test_acc") if m not in names]
+    metrics = row.run.data.metrics
+    return ", ".join(f"{m} {metrics[m]:.4g}" if m in metrics else f"{m} n/a" for m in names)
+
+
 def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpace,
            tracking_uri: str) -> list[Row]:
     """Log the leaderboard and pictures to the parent run, print the table and the next steps."""
@@ -197,13 +207,15 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
         best = rows[0]
         client.log_metric(parent, f"best_{metric}", best.value)
         client.set_tag(parent, tags.BEST_RUN, best.run_id)
-        print(f"\nBest trial: {best.name}: {metric} {best.value:.4g} (MLflow run {best.run_id})")
+        print(f"\nBest trial: {best.name}: {best_metrics(best, space)} (MLflow run {best.run_id})")
     link = ui_link(tracking_uri, experiment, metric, mode)
     if tracking_uri.startswith("http"):
         print(f"Runs, curves and sample grids: {link}")
     else:
         print(f"Runs, curves and sample grids: mlflow ui --backend-store-uri {tracking_uri}\n  then {link}")
-    if space.trainer in GAN_TRAINERS:  # a classifier sweep has no generator to promote
-        store_flag = "" if tracking_uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
-        print(f"Promote the best generator: python -m orchestrator promote {space.name}{store_flag}")
+    promote = f"python -m orchestrator promote {space.name}{store.flag(tracking_uri)}"
+    if space.trainer in GAN_TRAINERS:
+        print(f"Promote the best generator: {promote}")
+    else:
+        print(f"Register the best classifier as {space.name}-classifier: {promote}")
     return rows

@@ -197,6 +197,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
         settings = SweepSettings(recorded[tags.STORAGE], recorded[tags.TUNE_NAME], time_budget_s, True)
     else:
         settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
+    store.check(tracking_uri)  # a server that refuses this process's credentials: exit 2 here
     if problem := storages.write_problem(settings.storage):
         raise UsageError(problem)
 

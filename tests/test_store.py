@@ -1,13 +1,16 @@
-"""The tracking store every command opens: created once under a lock, artifacts kept beside it."""
+"""The tracking store every command opens: checked before a sweep starts (creating nothing),
+created once under a lock, artifacts kept beside it; commands that only read never create it."""
 
 from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import store
+from orchestrator.errors import LookupProblem, UsageError
 from orchestrator.tracking import experiment_id
 
 
@@ -39,3 +42,22 @@ def test_a_local_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
     assert (tmp_path / "elsewhere" / "mlruns" / "dcgan_mnist_v2").is_dir()
     assert list((tmp_path / "elsewhere" / "mlruns").rglob("note.txt"))
     assert not Path(tmp_path / "mlruns").exists(), "nothing in the working folder"
+
+
+def test_the_check_before_a_sweep_creates_nothing(tmp_path):
+    store.check(f"sqlite:///{tmp_path}/new/folder/mlflow.db")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match=f"{tmp_path}/a-file is not a writable folder"):
+        store.check(f"sqlite:///{tmp_path}/a-file/mlflow.db")
+
+
+def test_a_reader_does_not_create_the_store(tmp_path):
+    with pytest.raises(LookupProblem, match="run a sweep first"):
+        store.connect(f"sqlite:///{tmp_path}/new/mlflow.db", create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_server_is_named(tmp_path):
+    with pytest.raises(LookupProblem, match="the tracking server http://127.0.0.1:9 does not answer"):
+        store.check("http://127.0.0.1:9")

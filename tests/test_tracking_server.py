@@ -15,6 +15,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -306,50 +307,148 @@ def test_server_restart_mid_sweep(server_env, pg_database, s3, tmp_path, monkeyp
           f"{found['points']}/{n * epochs * len(KEYS)}, artifacts {found['artifacts']}/{n}, {seconds:.1f} s")
 
 
-def test_basic_auth_option(server_env, tmp_path, monkeypatch):
-    """MLFLOW_AUTH=basic: anonymous requests are refused, the admin's credentials are accepted."""
+@dataclass
+class AuthServer:
+    server: Server
+    password: str  # the admin's, as it is now (test_basic_auth_option changes it)
+    state: Path  # where mlflow/serve wrote the auth app's configuration
+
+
+@pytest.fixture(scope="module")
+def auth_server(server_env, tmp_path_factory):
+    """`mlflow/serve` with MLFLOW_AUTH=basic, its users in a database of their own."""
     pytest.importorskip("flask_wtf", reason="pip install 'mlflow[auth]' (the test extra)")
     import psycopg2
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     auth_db, password = f"gansweep_auth_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    folder = tmp_path_factory.mktemp("auth")
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{auth_db}"')
-    srv = Server(tmp_path / "server.log", **server_env, MLFLOW_AUTH="basic",
+    srv = Server(folder / "server.log", **server_env, MLFLOW_AUTH="basic",
                  MLFLOW_AUTH_DATABASE_URI=PG_ADMIN.rsplit("/", 1)[0] + "/" + auth_db,
                  MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
                  MLFLOW_AUTH_ADMIN_PASSWORD=password,
-                 MLFLOW_SERVER_STATE=str(tmp_path / "state"))
+                 MLFLOW_SERVER_STATE=str(folder / "state"))
     try:
         srv.start()
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{srv.url}/api/2.0/mlflow/experiments/search?max_results=5", timeout=10)
-        assert refused.value.code == 401
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        with pytest.raises(MlflowException, match="401|nauthorized|credentials"):
-            MlflowClient(srv.url).search_experiments()
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        client = MlflowClient(srv.url)
-        experiment_id = client.create_experiment(f"auth-{secrets.token_hex(3)}")
-        assert client.get_experiment(experiment_id).name.startswith("auth-")
-        # the admin changes the seeded password, as mlflow/README.md says
-        from mlflow.server import get_app_client
-
-        renewed = secrets.token_urlsafe(16)
-        get_app_client("basic-auth", tracking_uri=srv.url).update_user_password(
-            "admin", renewed, current_password=password)
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", renewed)
-        assert MlflowClient(srv.url).get_experiment(experiment_id).experiment_id == experiment_id
-        assert oct((tmp_path / "state" / "basic_auth.ini").stat().st_mode & 0o777) == "0o600"
+        yield AuthServer(srv, password, folder / "state")
     finally:
         srv.kill(signal.SIGTERM)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{auth_db}" WITH (FORCE)')
         admin.close()
+
+
+def test_basic_auth_option(auth_server, monkeypatch):
+    """MLFLOW_AUTH=basic: anonymous requests are refused, the admin's credentials are accepted."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    srv = auth_server.server
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{srv.url}/api/2.0/mlflow/experiments/search?max_results=5", timeout=10)
+    assert refused.value.code == 401
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException, match="401|nauthorized|credentials"):
+        MlflowClient(srv.url).search_experiments()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_server.password)
+    client = MlflowClient(srv.url)
+    experiment_id = client.create_experiment(f"auth-{secrets.token_hex(3)}")
+    assert client.get_experiment(experiment_id).name.startswith("auth-")
+    # the admin changes the seeded password, as mlflow/README.md says
+    from mlflow.server import get_app_client
+
+    renewed = secrets.token_urlsafe(16)
+    get_app_client("basic-auth", tracking_uri=srv.url).update_user_password(
+        "admin", renewed, current_password=auth_server.password)
+    auth_server.password = renewed
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", renewed)
+    assert MlflowClient(srv.url).get_experiment(experiment_id).experiment_id == experiment_id
+    assert oct((auth_server.state / "basic_auth.ini").stat().st_mode & 0o777) == "0o600"
+
+
+def tiny_space(tmp_path: Path, tiny: dict, name: str) -> Path:
+    """One trial of one epoch: what a command needs to find in the store."""
+    from test_sweep import write_space
+
+    return write_space(tmp_path, tiny, name=name, num_samples=1, sampler={"type": "random", "seed": 0},
+                       scheduler={"type": "fifo"}, fixed={**tiny, "epochs": 1})
+
+
+def test_a_sweep_needs_the_servers_credentials_before_it_starts(auth_server, tiny, ray_address, tmp_path,
+                                                                monkeypatch, capsys):
+    import ray
+    from mlflow import MlflowClient
+
+    from orchestrator.cli import main
+
+    name = f"auth-sweep-{secrets.token_hex(3)}"
+    url = auth_server.server.url
+    args = ["sweep", str(tiny_space(tmp_path, tiny, name)), "--address", ray_address,
+            "--storage", str(tmp_path / "sweeps"), "--tracking-uri", url]
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: the tracking server {url} wants credentials: set MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD (a user its admin made, see mlflow/README.md)\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: the tracking server {url} refused user 'admin' (MLFLOW_TRACKING_USERNAME, "
+        "MLFLOW_TRACKING_PASSWORD) (401): check them, or ask its admin for a new password\n")
+    assert not ray.is_initialized() and not (tmp_path / "sweeps").exists(), "nothing started"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_server.password)
+    client = MlflowClient(url)
+    assert client.get_experiment_by_name(name) is None, "nothing written"
+    assert main(args) == 0
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert sorted(r.data.tags.get("gansweep.role", "trial") for r in runs) == ["sweep", "trial"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_every_command_with_only_tracking_uri(server, tiny, ray_address, tmp_path, monkeypatch, capsys):
+    """sweep, report, promote, promote --rollback and generate, each given only --tracking-uri (no
+    MLFLOW_TRACKING_URI), run in an empty folder: each works, and none falls back to ./mlflow.db."""
+    import mlflow
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    in_repo = (ROOT / "mlflow.db").exists()
+    name = f"commands-{secrets.token_hex(3)}"
+    model = f"{name}-generator"
+
+    def command(*args: str) -> int:
+        # Each command is a new process for its user: the sweep sets the process-wide URI (for
+        # MLflow's log_model), earlier tests may have too.
+        mlflow.set_tracking_uri(None)
+        return main([*args, "--tracking-uri", server.url])
+
+    assert command("sweep", str(tiny_space(tmp_path, tiny, name)), "--address", ray_address) == 0
+    assert f"promote {name} --tracking-uri {server.url}\n" in capsys.readouterr().out
+    assert command("report", name) == 0
+    assert "t001" in capsys.readouterr().out
+    assert command("promote", name) == 0
+    assert (f"generate models:/{model}@champion --out grid.png --tracking-uri {server.url}\n"
+            in capsys.readouterr().out)
+    assert command("promote", name, "--force") == 0
+    assert command("promote", name, "--rollback") == 0
+    client = MlflowClient(server.url)
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert client.get_model_version_by_alias(model, "previous").version == "2"
+    assert client.get_model_version_download_uri(model, "1").startswith("mlflow-artifacts:")
+    assert command("generate", f"models:/{model}@champion", "--n", "16", "--out", "grid.png") == 0
+    assert Image.open(tmp_path / "grid.png").size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 of 28 px, 2 px padding
+    assert not (tmp_path / "mlflow.db").exists()
+    assert (ROOT / "mlflow.db").exists() == in_repo
 
 
 @pytest.mark.parametrize("env, message", [
