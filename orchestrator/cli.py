@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from orchestrator import store
 from orchestrator.errors import GansweepError, LookupProblem, UsageError
-from orchestrator.space import SearchSpace, load_space, trial_label
+from orchestrator.space import SearchSpace, load_space, parse_overrides, trial_label
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
 
@@ -49,16 +50,22 @@ def preview(space: SearchSpace, n: int = 10) -> str:
 
 
 def sweep(args: argparse.Namespace) -> int:
+    from orchestrator import model_sources
     from orchestrator import sweep as sweeps  # imports Ray: only once the input is known good
 
-    space = load_space(args.space or QUICKSTART).with_overrides(args.num_samples, args.max_concurrent)
+    overrides = parse_overrides(args.set)
+    space = load_space(args.space or QUICKSTART, overrides)
+    space = space.with_overrides(args.num_samples, args.max_concurrent)
     budget = parse_duration(args.time_budget)
+    tracking_uri = store.tracking_uri(args.tracking_uri)
     print(space.describe())
     if args.dry_run:
         print(preview(space))
+        with tempfile.TemporaryDirectory() as workdir:
+            for source in model_sources.resolve(space, tracking_uri, Path(workdir)):
+                print(f"{source.key}: {source.given} is {source.resolved}")
         print("Dry run: nothing started.")
         return 0
-    tracking_uri = store.tracking_uri(args.tracking_uri)
     return sweeps.run(space, address=args.address, storage=args.storage, tracking_uri=tracking_uri,
                          resume=args.resume, time_budget_s=budget)
 
@@ -123,6 +130,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("space", nargs="?", type=Path, help=f"search-space YAML (default: {QUICKSTART.name})")
     s.add_argument("--address", help="Ray cluster to join: 'auto' on the head node, or HOST:PORT "
                                      "(default: start a local Ray instance)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the space without editing it, checked like the file: a trainer value "
+                        "(fixed; pins a param of that name) or a field such as resources.gpu or num_samples. "
+                        "VALUE is YAML: --set epochs=20 --set resources.gpu=0 "
+                        "--set 'source={champion: NAME, part: discriminator}'. Repeat for several")
     s.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
     s.add_argument("--max-concurrent", type=int, help="trials running at once (overrides the space)")
     s.add_argument("--storage", help="where checkpoints and Tune state go: s3://bucket/path or a folder "

@@ -25,7 +25,7 @@ class SpaceError(UsageError):
     """A space that cannot run. Message: `<file>: <field>: <what is wrong>. <how to fix>`."""
 
     def __init__(self, path: str | Path, field: str, message: str):
-        self.path, self.field = str(path), field
+        self.path, self.field, self.detail = str(path), field, message
         super().__init__(f"{path}: {field}: {message}" + ("" if message.endswith((".", "?")) else "."))
 
 

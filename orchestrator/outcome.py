@@ -9,6 +9,7 @@ from typing import Any
 FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
 LOST, INTERRUPTED = "lost", "interrupted"
 BUDGET_RAN_OUT = "the sweep's time budget ran out"
+CONFIG_ERROR = "config_error"  # the result key of a trial that a ConfigError ended (orchestrator/trial.py)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ def outcome_of(trial: Any, default_epochs: int, budget_ran_out: bool = False) ->
     if trial.status == "ERROR":
         error = trial.get_error()
         return Outcome(FAILED, "FAILED", str(error)[-5000:] if error else "unknown error")
+    if last.get(CONFIG_ERROR):  # a ConfigError in the trial: not retried, it would fail the same way
+        return Outcome(FAILED, "FAILED", last[CONFIG_ERROR][-5000:])
     if last.get("diverged"):
         return Outcome(DIVERGED, "FAILED", last.get("stop_reason", "a loss became nan"))
     if budget_ran_out:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.outcome import DIVERGED, STOPPED_EARLY, outcome_of
+from orchestrator.outcome import CONFIG_ERROR, DIVERGED, FAILED, STOPPED_EARLY, outcome_of
 
 
 class ProgressCallback(tune.Callback):
@@ -28,6 +28,8 @@ class ProgressCallback(tune.Callback):
         self.stopped_early: set[str] = set()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(CONFIG_ERROR):
+            return  # no epoch was trained; the trial's end says why
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             better = (self.best is None or (value < self.best[0] if self.mode == "min"
@@ -40,7 +42,8 @@ class ProgressCallback(tune.Callback):
         outcome = outcome_of(trial, self.default_epochs)
         if outcome.status == STOPPED_EARLY:
             self.stopped_early.add(trial.trial_id)
-        what = {DIVERGED: f"diverged: {outcome.reason[:80]}", STOPPED_EARLY: outcome.reason}
+        what = {DIVERGED: f"diverged: {outcome.reason[:80]}", STOPPED_EARLY: outcome.reason,
+                FAILED: f"failed, not retried: {outcome.reason}"}
         self._print(trials, f"{trial} {what.get(outcome.status, outcome.status)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -20,12 +20,15 @@ from typing import Any
 import optuna
 import yaml
 
+from orchestrator.errors import UsageError
+from orchestrator.model_sources import shown
 from orchestrator.space_checks import (
     Param,
     Resources,
     SamplerSpec,
     SchedulerSpec,
     SpaceError,
+    SpaceFile,
     check_file,
     finite_values,
     fit_samples,
@@ -34,6 +37,7 @@ from orchestrator.space_checks import (
 
 __all__ = ["Param", "Resources", "SamplerSpec", "SchedulerSpec", "SearchSpace", "SpaceError", "load_space"]
 
+TOP_LEVEL = frozenset(SpaceFile.model_fields) - {"fixed", "params"}  # --set names these, or a fixed value
 RUN_NAME_WIDTH = 60
 SHORT_NAMES = {"batch_size": "bs"}  # in run names
 
@@ -69,6 +73,9 @@ class SearchSpace:
     params: dict[str, Param]  # ordered so that a `when` refers only to earlier params
     content_hash: str  # sha256 of the file bytes, first 12 hex digits
     notes: tuple[str, ...] = ()  # adjustments made while loading (shown by describe)
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # --set KEY=VALUE, applied
+    document: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """The YAML mapping with the overrides applied: the space as it runs (logged with the sweep)."""
 
     @property
     def is_pbt(self) -> bool:
@@ -181,7 +188,7 @@ class SearchSpace:
             + ("forever" if self.max_failures < 0 else f"up to {self.max_failures} times"),
             f"sampler    {sampler}",
             f"scheduler  {sched.pop('type')} ({', '.join(f'{k} {v:g}' for k, v in sched.items())})",
-            "fixed      " + (", ".join(f"{k}={v}" for k, v in self.fixed.items()) or "-"),
+            "fixed      " + (", ".join(f"{k}={shown(v)}" for k, v in self.fixed.items()) or "-"),
             "params" + ("" if self.params else "     -"),
         ]
         width = max((len(name) for name in self.params), default=0)
@@ -209,8 +216,47 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and fully validate a search-space YAML; raise SpaceError on the first problem."""
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` arguments -> {KEY: VALUE}, each VALUE read as YAML (20, 1e-4, true, {a: b})."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, such as --set epochs=20")
+        try:
+            overrides[key.strip()] = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}). "
+                             "Quote it for the shell, such as --set 'source={champion: NAME, part: "
+                             "discriminator}'") from None
+    return overrides
+
+
+def override_field(key: str) -> str:
+    """The field of the space that `--set key=...` sets: a top-level field of the file
+    (num_samples, resources.gpu, scheduler.max_t, ...) or else a fixed trainer value."""
+    return key if key.partition(".")[0] in TOP_LEVEL else f"fixed.{key}"
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The space's mapping with the overrides applied; a fixed value pins the param of its name."""
+    data = copy.deepcopy(data)
+    for key, value in overrides.items():
+        *parents, last = override_field(key).split(".")
+        node = data
+        for name in parents:
+            if not isinstance(node.get(name), dict):
+                node[name] = {}
+            node = node[name]
+        node[last] = value
+        if parents == ["fixed"] and isinstance(data.get("params"), dict):
+            data["params"].pop(last, None)
+    return data
+
+
+def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read and fully validate a search-space YAML, with `--set` overrides applied as fixed values;
+    raise SpaceError on the first problem (naming `--set KEY` when an override caused it)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -225,7 +271,18 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(data, dict):
         raise SpaceError(path, "(top)", "expected a mapping (name, trainer, metric, mode, params, ...). "
                          "See search_spaces/quickstart.yaml")
-    return SearchSpace(path=path, content_hash=hashlib.sha256(raw).hexdigest()[:12], **check_file(path, data))
+    overrides = overrides or {}
+    data = _apply_overrides(data, overrides)
+    try:
+        fields = check_file(path, data)
+    except SpaceError as err:
+        culprit = next((key for key in overrides if f"{err.field}.".startswith(f"{override_field(key)}.")),
+                       None)
+        if culprit is None:
+            raise
+        raise SpaceError(path, f"--set {culprit}", err.detail) from None
+    return SearchSpace(path=path, content_hash=hashlib.sha256(raw).hexdigest()[:12], overrides=overrides,
+                       document=data, **fields)
 
 
 def _holds(when: dict[str, Any], chosen: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator import model_sources
 from orchestrator.errors import SpaceError
 from trainers.catalog import TRAINERS, TrainerSpec
 from trainers.config import ConfigError
@@ -117,6 +118,7 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             if key not in spec.defaults:
                 raise fail(f"{where}.{key}", f"'{key}' is not a config key of trainer '{f.trainer}'. "
                            f"{hint(key, spec.defaults)}")
+    _check_model_inputs(fail, spec, f.fixed, f.params)
     _check_fixed(fail, spec, f.fixed)
     for name, p in f.params.items():
         if name in f.fixed:
@@ -241,6 +243,18 @@ def _check_fixed(fail: Any, spec: TrainerSpec, fixed: dict[str, Any]) -> None:
     except ConfigError as exc:
         raise fail(f"fixed.{exc.key}" if exc.key else "fixed", f"trainer '{spec.name}' rejects it: {exc}. "
                    "Fix the value") from None
+
+
+def _check_model_inputs(fail: Any, spec: TrainerSpec, fixed: dict[str, Any],
+                        params: dict[str, Param]) -> None:
+    """The models a trainer starts from are fixed (one source per sweep), in a form the driver can
+    look up (orchestrator/model_sources.py); whether they exist is checked when the sweep starts."""
+    for key in spec.model_inputs:
+        if key in params:
+            raise fail(f"params.{key}", f"'{key}' names a trained model and cannot be searched over. Move it "
+                       "to fixed (or --set), one sweep per model")
+        if key in fixed and (problem := model_sources.form_problem(fixed[key])):
+            raise fail(f"fixed.{key}", problem)
 
 
 def _check_probes(fail: Any, spec: TrainerSpec, fixed: dict[str, Any], params: dict[str, Param],

@@ -117,3 +117,19 @@ def shared_problem(storage: str) -> str | None:
         return None
     return (f"--storage {storage} is not shared by every node of the cluster: " + "; ".join(failures)
             + f". {SHARED_HINT}")
+
+
+def upload(local: Path, destination: str) -> None:
+    """Copy a local folder to `destination` in the storage (a folder or s3://...)."""
+    fs, path = resolve(destination)
+    fs.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=fs)
+
+
+def download(source: str, local: Path) -> None:
+    """Copy the folder `source` in the storage to a local folder."""
+    fs, path = resolve(source)
+    local.mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(path, str(local), source_filesystem=fs,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())

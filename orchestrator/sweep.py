@@ -3,11 +3,13 @@ failure policy, and the driver-side callbacks (MLflow, progress)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -26,12 +28,12 @@ from ray.tune.schedulers import (
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import cluster_resources, store, summary, tags, tracking
+from orchestrator import cluster_resources, model_sources, store, summary, tags, tracking
 from orchestrator import storage as storages
 from orchestrator.errors import UsageError
 from orchestrator.progress import InterruptWatch, ProgressCallback, interrupted
 from orchestrator.rotation import CheckpointRotation
-from orchestrator.space import SearchSpace, trial_label
+from orchestrator.space import SearchSpace, load_space, trial_label
 from orchestrator.trial import make_trainable
 from trainers import catalog
 
@@ -40,6 +42,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 ADDRESS_TIMEOUT_S = 5.0
 TIME_ATTR = "epoch"  # schedulers count the trainer's epochs, which survive retries and resumes
+SOURCES_DIR = "sources"  # beside Tune's trial folders: the models the trials start from
 
 
 @dataclass
@@ -180,27 +183,58 @@ def local_resources_problem(space: SearchSpace) -> str | None:
 
 def run(space: SearchSpace, address: str | None, storage: str | None, tracking_uri: str, resume: bool,
         time_budget_s: float | None) -> int:
-    """One `sweep` invocation: checks, MLflow parent run, Ray, Tune, summary. Returns the exit code."""
+    """One `sweep` invocation: checks, model sources, Ray, MLflow parent run, Tune, summary.
+    Returns the exit code."""
+    space, settings, parent = checks_before_ray(space, address, storage, tracking_uri, resume, time_budget_s)
+    with tempfile.TemporaryDirectory(prefix="gansweep-sources-") as workdir:
+        # Looked up before Ray starts: a missing source ends the sweep here, with nothing written.
+        sources = [] if resume else model_sources.resolve(space, tracking_uri, Path(workdir))
+        start_ray(address)
+        try:
+            if address is not None and (problem := cluster_resources.problem(space)):
+                raise UsageError(f"{space.path}: {problem}")
+            if address is not None and (problem := storages.shared_problem(settings.storage)):
+                raise UsageError(problem)
+            place = storage_join(settings.storage, f"{settings.tune_name}/{SOURCES_DIR}")
+            space = model_sources.stage(space, sources, place)
+            return fit(space, settings, tracking_uri, parent, sources)
+        finally:
+            ray.shutdown()
+
+
+def checks_before_ray(space: SearchSpace, address: str | None, storage: str | None, tracking_uri: str,
+                      resume: bool, time_budget_s: float | None
+                      ) -> tuple[SearchSpace, SweepSettings, str | None]:
+    """Everything that can refuse the sweep before Ray starts. Returns the space (for --resume: with
+    the --set values it started with), the settings, and the parent run that --resume reopens.
+    A new sweep opens the tracking store only once every check has passed: a refused sweep leaves
+    no experiment and no run behind (and no new mlflow.db)."""
     if address is None and (problem := local_resources_problem(space)):
         raise UsageError(f"{space.path}: {problem}")
     if address is not None and (problem := address_problem(address)):
         raise UsageError(problem)
-    # A new sweep opens the tracking store only once every check has passed: a refused sweep
-    # leaves no experiment and no run behind (and no new mlflow.db).
-    client = store.connect(tracking_uri) if resume else None
+    parent = None
     if resume:
+        if space.overrides:
+            raise UsageError("--set cannot change a sweep that is resumed: it continues with the values it "
+                             "started with. Leave --set out, or start a new sweep")
+        client = store.connect(tracking_uri)
         found = client.get_experiment_by_name(space.name)
         previous = found and tracking.latest_parent(client, found.experiment_id)
         if not previous:
             raise UsageError(f"--resume: experiment {space.name!r} in {tracking_uri} has no sweep to resume")
         parent, recorded = previous.info.run_id, previous.data.tags
         settings = SweepSettings(recorded[tags.STORAGE], recorded[tags.TUNE_NAME], time_budget_s, True)
+        space = load_space(space.path, json.loads(recorded.get(tags.OVERRIDES, "{}")))
     else:
         settings = SweepSettings(storage or default_storage(), tune_name(space), time_budget_s)
     store.check(tracking_uri)  # a server that refuses this process's credentials: exit 2 here
     if problem := storages.write_problem(settings.storage):
         raise UsageError(problem)
+    return space, settings, parent
 
+
+def start_ray(address: str | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray 2.60 turns token auth on for a new local instance (and makes ~/.ray/auth_token) with a
     # warning on every start that a laptop user can do nothing about.
@@ -211,40 +245,44 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
                  logging_level="warning")
     except ConnectionError as error:
         raise UsageError(f"--address {address}: {error} {NO_CLUSTER_HINT}") from None
-    try:
-        if address is not None and (problem := cluster_resources.problem(space)):
-            raise UsageError(f"{space.path}: {problem}")
-        if address is not None and (problem := storages.shared_problem(settings.storage)):
-            raise UsageError(problem)
-        client = client or store.connect(tracking_uri)
-        experiment = tracking.experiment_id(client, tracking_uri, space.name)
-        if resume:
-            client.update_run(parent, status="RUNNING")
-        else:
-            parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name)
-        callbacks = [InterruptWatch(), tracking.TrackingCallback(tracking_uri, experiment, parent, space),
-                     ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
-                                      time_budget_s, catalog.get(space.trainer).defaults["epochs"])]
-        print(f"sweep {settings.tune_name}: {space.num_samples} trials, {space.max_concurrent} at a time; "
-              f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
-        try:
-            tuner(space, settings, callbacks).fit()
-        except KeyboardInterrupt:  # a second Ctrl-C, while Tune was saving its state
-            interrupted.set()
-        except BaseException:
-            client.set_terminated(parent, "FAILED")
-            raise
-        if interrupted.is_set():
-            client.set_terminated(parent, "KILLED")
-            again = f"python -m orchestrator sweep {space.path} --resume"
-            if tracking_uri != store.DEFAULT_TRACKING_URI:
-                again += f" --tracking-uri {tracking_uri}"
-            print(f"\ninterrupted: the sweep is not complete (no leaderboard yet). Continue it with\n"
-                  f"  {again}", file=sys.stderr)
-            return 130
-        summary.finish(client, experiment, parent, space, tracking_uri)
-        client.set_terminated(parent, "FINISHED")
-        return 0
-    finally:
-        ray.shutdown()
 
+
+def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: str | None,
+        sources: list[model_sources.Source]) -> int:
+    """The parent run (new, or reopened by --resume), Tune's run, and the summary or the resume hint."""
+    client = store.connect(tracking_uri)
+    experiment = tracking.experiment_id(client, tracking_uri, space.name)
+    source_tags = {tag: value for source in sources
+                   for tag, value in tags.source(source.key, source.given, source.resolved).items()}
+    if parent is not None:  # --resume: the sources it started from, for the runs of new trials
+        source_tags = tags.sources_of(client.get_run(parent).data.tags)
+        client.update_run(parent, status="RUNNING")
+    else:
+        parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name,
+                                       source_tags)
+    callbacks = [InterruptWatch(),
+                 tracking.TrackingCallback(tracking_uri, experiment, parent, space, source_tags),
+                 ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
+                                  settings.time_budget_s, catalog.get(space.trainer).defaults["epochs"])]
+    print(f"sweep {settings.tune_name}: {space.num_samples} trials, {space.max_concurrent} at a time; "
+          f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
+    for source in sources:
+        print(f"{source.key}: {source.given} is {source.resolved}", file=sys.stderr)
+    try:
+        tuner(space, settings, callbacks).fit()
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune was saving its state
+        interrupted.set()
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
+    if interrupted.is_set():
+        client.set_terminated(parent, "KILLED")
+        again = f"python -m orchestrator sweep {space.path} --resume"
+        if tracking_uri != store.DEFAULT_TRACKING_URI:
+            again += f" --tracking-uri {tracking_uri}"
+        print(f"\ninterrupted: the sweep is not complete (no leaderboard yet). Continue it with\n"
+              f"  {again}", file=sys.stderr)
+        return 130
+    summary.finish(client, experiment, parent, space, tracking_uri)
+    client.set_terminated(parent, "FINISHED")
+    return 0

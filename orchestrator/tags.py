@@ -9,6 +9,7 @@ STORAGE, TUNE_NAME = "gansweep.storage", "gansweep.tune_name"
 TRAINER = "gansweep.trainer"  # parent and child runs
 METRIC, MODE = "gansweep.metric", "gansweep.mode"
 BEST_RUN = "gansweep.best_run"
+OVERRIDES = "gansweep.overrides"  # the --set values, as JSON (the space as it ran: effective_space.yaml)
 
 # A trial's child run: its identity, outcome and where it ran.
 TRIAL_ID = "gansweep.trial_id"
@@ -19,6 +20,20 @@ ERROR = "gansweep.error"
 RETRIES = "gansweep.retries"
 MODEL_ERROR = "gansweep.model_error"
 NODE, GPUS, PLACEMENTS = "gansweep.node_id", "gansweep.gpu_ids", "gansweep.placements"
+
+
+SOURCE_PREFIX = "gansweep.source."
+
+
+def source(key: str, given: str, resolved: str) -> dict[str, str]:
+    """A model the sweep started from (config key `key`): as written, and what it named then
+    (the registered version and run), on the parent run and on every trial's run."""
+    return {f"{SOURCE_PREFIX}{key}": given, f"{SOURCE_PREFIX}{key}.resolved": resolved}
+
+
+def sources_of(run_tags: dict[str, str]) -> dict[str, str]:
+    """The source tags among a run's tags."""
+    return {tag: value for tag, value in run_tags.items() if tag.startswith(SOURCE_PREFIX)}
 
 
 def config_from_epoch(epoch: int) -> str:

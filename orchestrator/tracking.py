@@ -67,7 +67,9 @@ def git_commit() -> str:
 
 
 def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
-                 tune_name: str) -> str:
+                 tune_name: str, source_tags: dict[str, str]) -> str:
+    """The sweep's run: what it ran (the file, and the space as it ran: with --set and CLI overrides),
+    where its state lives, and the models it started from."""
     scheduler = space.scheduler.type
     sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
     run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
@@ -75,9 +77,11 @@ def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, stor
         tags.GIT_COMMIT: git_commit(), tags.SAMPLER: sampler,
         tags.SCHEDULER: scheduler, tags.STORAGE: storage, tags.TUNE_NAME: tune_name,
         tags.TRAINER: space.trainer, tags.METRIC: space.primary_metric,
-        tags.MODE: space.primary_mode,
+        tags.MODE: space.primary_mode, tags.OVERRIDES: json.dumps(space.overrides), **source_tags,
     })
     client.log_artifact(run.info.run_id, str(space.path))
+    effective = {**space.document, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent}
+    client.log_text(run.info.run_id, yaml.safe_dump(effective, sort_keys=False), "effective_space.yaml")
     return run.info.run_id
 
 
@@ -92,8 +96,10 @@ class TrackingCallback(tune.Callback):
     """Pickled by Tune with the experiment (and unpickled by --resume): holds only names and ids,
     and reconnects to the tracking server when it is set up again."""
 
-    def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace):
+    def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace,
+                 run_tags: dict[str, str]):
         self.tracking_uri, self.experiment, self.parent, self.space = tracking_uri, experiment, parent, space
+        self.run_tags = run_tags  # on every trial's run: the models the sweep started from
 
     def setup(self, **info):
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -107,7 +113,7 @@ class TrackingCallback(tune.Callback):
         self.placements: dict[str, list[dict[str, Any]]] = {}  # run id -> where its epochs ran
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "experiment", "parent", "space")
+        keep = ("tracking_uri", "experiment", "parent", "space", "run_tags")
         return {k: v for k, v in self.__dict__.items() if k in keep}
 
     # -- runs ----------------------------------------------------------------------------------
@@ -131,7 +137,7 @@ class TrackingCallback(tune.Callback):
         config = dict(trial.config)
         run = self.client.create_run(self.experiment, run_name=self.space.run_name(str(trial), config), tags={
             "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
-            tags.TRAINER: self.space.trainer,
+            tags.TRAINER: self.space.trainer, **self.run_tags,
         })
         params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch

@@ -19,7 +19,10 @@ from typing import Any
 import ray
 from ray import tune
 
+from orchestrator import storage
+from orchestrator.outcome import CONFIG_ERROR
 from trainers import catalog
+from trainers.config import ConfigError
 from trainers.loop import Diverged
 
 METRICS_FILE = "metrics.json"
@@ -41,16 +44,24 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
             (Path(checkpoint_dir) / METRICS_FILE).write_text(json.dumps(metrics))
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        with tempfile.TemporaryDirectory(prefix="resume-") as local:
+        with tempfile.TemporaryDirectory(prefix="trial-") as local:
             checkpoint = tune.get_checkpoint()
             if checkpoint is not None:  # a retry after a failure, a resumed sweep, or a PBT exploit
                 with checkpoint.as_directory() as directory:
-                    shutil.copytree(directory, local, dirs_exist_ok=True)
-                config = {**config, "resume_from": local}
+                    shutil.copytree(directory, f"{local}/resume", dirs_exist_ok=True)
+                config = {**config, "resume_from": f"{local}/resume"}
+            for key in spec.model_inputs:  # copies the driver put in the sweep's storage
+                if config.get(key):
+                    storage.download(config[key], Path(local) / key)
+                    config = {**config, key: str(Path(local) / key)}
             try:
                 spec.train(config, report)
             except Diverged:
                 return  # reported with the reason; the tracking callback marks the run failed
+            except ConfigError as err:
+                # The same config fails the same way on every attempt: end the trial instead of
+                # raising, which Tune would retry.
+                tune.report({"epoch": 0, CONFIG_ERROR: str(err), **worst, **where})
 
     run_trial.__name__ = f"gansweep_{trainer}"
     return run_trial

@@ -19,6 +19,7 @@ from clusters import LocalCluster
 from mlflow.tracking import MlflowClient
 from processes import stop_session
 from services import BUCKET, FAKE_AWS
+from test_chain import saved_discriminator
 from test_sweep import (
     children,
     epochs_logged,
@@ -153,6 +154,34 @@ def test_s3_storage_keeps_checkpoints_and_survives_a_killed_driver(tmp_path, tin
                                              filter_string=f"source_run_id = '{kid.info.run_id}'")
         assert {m.name for m in models} == {"generator", "discriminator"}, "models read from S3"
     assert len(checkpointed_trials()) >= 3
+
+
+def test_trials_on_other_nodes_read_the_source_from_s3(tmp_path, tiny, cluster, s3_env):
+    """The driver copies a transfer source into the sweep's storage; trials on the workers read it
+    from there (the driver's own folder is not theirs on a real cluster)."""
+    _, bucket = s3_env
+    prefix = f"sweeps-{uuid.uuid4().hex[:8]}"
+    data = {k: tiny[k] for k in ("dataset", "data_path", "channels", "image_size", "batch_size")}
+    source = saved_discriminator(tmp_path / "discriminator")
+    space = write_space(tmp_path, tiny, name="s3-transfer", trainer="transfer", metric="val_acc", mode="max",
+                        num_samples=2, max_concurrent=2, resources={"cpu": 1, "gpu": 1},
+                        sampler={"type": "grid", "seed": 0}, scheduler={"type": "fifo"},
+                        fixed={**data, "max_train": 48, "epochs": 1, "freeze_epochs": 1,
+                               "source": str(source)},
+                        params={"head": {"type": "categorical", "choices": ["linear", "mlp"]}})
+    args = ["sweep", str(space), "--address", cluster.address, "--storage", f"s3://{BUCKET}/{prefix}",
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(args) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, kids = children(client, "s3-transfer")
+    assert [k.data.tags["gansweep.status"] for k in kids] == ["finished", "finished"]
+    for kid in kids:
+        assert kid.data.params["source"].startswith(f"s3://{BUCKET}/{prefix}/s3-transfer-")
+        assert kid.data.tags["gansweep.source.source.resolved"] == str(source)
+        assert {node["node_id"] for node in placements(kid)} <= {w.node_id for w in cluster.workers}
+    staged = kids[0].data.params["source"][len(f"s3://{BUCKET}/"):]
+    assert bucket.head_object(Bucket=BUCKET, Key=f"{staged}/MLmodel")["ContentLength"] > 0
 
 
 # -- refused before any trial starts --------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,9 @@ class TrainerSpec:
     """Defaults + overrides, validated; raises ConfigError naming the key."""
     export: Callable[[dict[str, Any], dict[str, Any]], dict[str, nn.Module]]
     """(config, checkpoint's task state) -> the models to save, by name."""
+    model_inputs: Mapping[str, str] = field(default_factory=dict)
+    """Config keys that name a trained GAN model to start from, and the part each wants
+    (discriminator or generator): a sweep resolves them on the driver (orchestrator/model_sources.py)."""
 
 
 def _gan(name: str, train: Train, defaults: Mapping[str, Any]) -> TrainerSpec:
@@ -34,17 +37,17 @@ def _gan(name: str, train: Train, defaults: Mapping[str, Any]) -> TrainerSpec:
                        partial(gan.export_models, name))
 
 
-def _classifier(name: str, train: Train) -> TrainerSpec:
+def _classifier(name: str, train: Train, model_inputs: Mapping[str, str] | None = None) -> TrainerSpec:
     return TrainerSpec(name, train, classify.DEFAULTS[name], classify.METRICS,
-                       partial(classify.resolve, name), partial(classify.export, name))
+                       partial(classify.resolve, name), partial(classify.export, name), model_inputs or {})
 
 
 TRAINERS: dict[str, TrainerSpec] = {
     "gan": _gan("gan", gan.train_mlp, gan.MLP_DEFAULTS),
     "dcgan": _gan("dcgan", gan.train_dcgan, gan.DCGAN_DEFAULTS),
     "classifier": _classifier("classifier", classify.train_classifier),
-    "transfer": _classifier("transfer", classify.train_transfer),
-    "augment": _classifier("augment", classify.train_augment),
+    "transfer": _classifier("transfer", classify.train_transfer, {"source": "discriminator"}),
+    "augment": _classifier("augment", classify.train_augment, {"generator": "generator"}),
 }
 
 GAN_TRAINERS = frozenset({"gan", "dcgan"})  # the trainers whose runs hold a generator (promote, generate)
