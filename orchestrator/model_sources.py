@@ -89,16 +89,15 @@ def field(space: SearchSpace, key: str) -> str:
 
 
 def _reader(space: SearchSpace, tracking_uri: str, key: str):
-    """A client of the tracking store, which must exist: looking a source up creates nothing."""
-    from mlflow.tracking import MlflowClient
-
+    """A client of the tracking store, which must exist (looking a source up creates nothing) and
+    accept this process's credentials."""
     from orchestrator import store
 
     database = store.sqlite_path(tracking_uri)
     if database is not None and not database.exists():
         raise SpaceError(space.path, field(space, key), f"{shown(space.fixed[key])}: the tracking store "
                          f"{tracking_uri} does not exist. Pass the --tracking-uri of the sweep that made it")
-    return MlflowClient(tracking_uri)
+    return store.connect(tracking_uri, create=False)
 
 
 def _resolve(space: SearchSpace, tracking_uri: str, key: str, part: str, folder: Path) -> Source:
@@ -123,7 +122,7 @@ def _resolve(space: SearchSpace, tracking_uri: str, key: str, part: str, folder:
             uri, resolved = value, _logged_by_run(client, value)
         else:  # s3://..., mlflow-artifacts:/...: an artifact location
             uri, resolved = value, value
-        local = _download(uri, tracking_uri, folder, fail)
+        local = _download(client, uri, folder, fail)
     except MlflowException as err:
         raise fail(f"not found in {tracking_uri} ({err.message})") from None
     _check_part(local, part, key, fail)
@@ -169,12 +168,10 @@ def _logged_by_run(client, uri: str) -> str:
     return f"run {run.info.run_name} ({run_id}), {path}"
 
 
-def _download(uri: str, tracking_uri: str, folder: Path, fail) -> Path:
-    import mlflow
+def _download(client, uri: str, folder: Path, fail) -> Path:
+    from orchestrator import model_registry
 
-    folder.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder),
-                                                tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    local = model_registry.download(client, uri, folder)  # from this store, not the process-wide one
     if not (Path(local) / "MLmodel").is_file():
         raise fail("this is not an MLflow model (it has no MLmodel file)")
     return Path(local)

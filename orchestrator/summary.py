@@ -34,6 +34,13 @@ class Row:
     params: dict[str, str]
     run_id: str
     run: Run  # as searched: every param and latest metric, no second fetch
+    beside: dict[str, float]  # metrics shown next to the ranking one (test_acc beside val_acc)
+
+
+def beside(metric: str) -> list[str]:
+    """Metrics worth a column next to the ranking one: a classifier family is chosen by val_acc and
+    compared on test_acc (logged at the last epoch only)."""
+    return ["test_acc"] if metric == "val_acc" else []
 
 
 def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
@@ -48,7 +55,7 @@ def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row
                 status=run.data.tags.get(tags.STATUS, run.info.status.lower()),
                 epochs=int(run.data.metrics.get("epoch", 0)),
                 params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
-                run=run)
+                run=run, beside={m: run.data.metrics.get(m, math.nan) for m in beside(metric)})
             for i, run in enumerate(sorted(runs, key=key), 1)]
 
 
@@ -62,9 +69,10 @@ def _short(text: str) -> str:
 
 
 def table(rows: list[Row], metric: str) -> str:
-    header = ["rank", "run", metric, "status", "epochs", *(rows[0].params if rows else []), "run id"]
-    lines = [[str(r.rank), r.name, f"{r.value:.4g}", r.status, str(r.epochs), *r.params.values(),
-              r.run_id] for r in rows]
+    header = ["rank", "run", metric, *beside(metric), "status", "epochs", *(rows[0].params if rows else []),
+              "run id"]
+    lines = [[str(r.rank), r.name, f"{r.value:.4g}", *(f"{v:.4g}" for v in r.beside.values()), r.status,
+              str(r.epochs), *r.params.values(), r.run_id] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
@@ -73,10 +81,11 @@ def table(rows: list[Row], metric: str) -> str:
 def to_csv(rows: list[Row], metric: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["rank", "run", metric, "status", "epochs", *(rows[0].params if rows else []),
-                     "run_id"])
+    writer.writerow(["rank", "run", metric, *beside(metric), "status", "epochs",
+                     *(rows[0].params if rows else []), "run_id"])
     for r in rows:
-        writer.writerow([r.rank, r.name, r.value, r.status, r.epochs, *r.params.values(), r.run_id])
+        writer.writerow([r.rank, r.name, r.value, *r.beside.values(), r.status, r.epochs, *r.params.values(),
+                         r.run_id])
     return out.getvalue()
 
 

@@ -277,9 +277,7 @@ def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: 
         raise
     if interrupted.is_set():
         client.set_terminated(parent, "KILLED")
-        again = f"python -m orchestrator sweep {space.path} --resume"
-        if tracking_uri != store.DEFAULT_TRACKING_URI:
-            again += f" --tracking-uri {tracking_uri}"
+        again = f"python -m orchestrator sweep {space.path} --resume{store.flag(tracking_uri)}"
         print(f"\ninterrupted: the sweep is not complete (no leaderboard yet). Continue it with\n"
               f"  {again}", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from services import pg_database, server, server_env  # noqa: F401 - fixtures shared by every module
 
 SHAPES = ("bar", "column", "box")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -33,8 +34,6 @@ def classifier_data(tiny: dict) -> dict:
 
 def saved_discriminator(folder: Path) -> Path:
     """An untrained DCGAN discriminator of 1x28x28 images, saved as an MLflow model folder."""
-    import mlflow
-
     from trainers import gan
     from trainers.models import gan as models
 
@@ -52,25 +51,38 @@ def trial_runs(client: MlflowClient, experiment: str) -> list:
 
 
 @pytest.fixture
-def chain(tmp_path, tiny, ray_address, monkeypatch):
-    """Runs `python -m orchestrator ...` commands from a working folder that is not the store's."""
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def chain(tmp_path, tiny, ray_address, monkeypatch, request, store_kind):
+    """Runs `python -m orchestrator ...` commands from a working folder that is not the store's:
+    a sqlite store in another folder, or the tracking server (PostgreSQL, artifacts proxied to S3)."""
     work, spaces = tmp_path / "work", tmp_path / "spaces"
     work.mkdir()
     spaces.mkdir()
     monkeypatch.chdir(work)
-    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if store_kind == "server":
+        uri = request.getfixturevalue("server").url
+    else:
+        uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     common = ["--tracking-uri", uri]
 
     def sweep(space: Path, *extra: str) -> int:
+        mlflow.set_tracking_uri(None)  # each command a new process: nothing set by the one before
         return main(["sweep", str(space), "--address", ray_address, "--storage", str(tmp_path / "sweeps"),
                      *common, *extra])
 
     def command(*args: str) -> int:
+        mlflow.set_tracking_uri(None)
         return main([*args, *common])
 
     return sweep, command, MlflowClient(uri), spaces, work
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", pytest.param("server", marks=pytest.mark.server)])
 def test_gan_then_transfer_from_the_champion_then_augment(chain, tiny, capsys):
     sweep, command, client, spaces, work = chain
     gan = {**tiny, "epochs": 1}

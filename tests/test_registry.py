@@ -223,6 +223,15 @@ def test_promote_a_classifier_sweep(store, tmp_path, capsys):
     assert str(client.get_model_version_by_alias("cls-classifier", "champion").version) == "1"
 
 
+def test_report_shows_test_acc_beside_val_acc(store, capsys):
+    log_sweep(store, "cls", {"t001": 0.8, "t002": 0.9}, trainer="classifier", no_test_acc=("t001",))
+    assert cli(store, "report", "cls") == 0
+    header, best, other = capsys.readouterr().out.splitlines()[1:4]
+    assert header.split()[:4] == ["rank", "run", "val_acc", "test_acc"]
+    assert best.split()[1:4] == ["t002", "0.9", f"{metrics_of('classifier', 0.9)['test_acc']:.4g}"]
+    assert other.split()[1:4] == ["t001", "0.8", "nan"], "stopped before its last epoch: no test_acc"
+
+
 def logged_in(client: MlflowClient, experiment: str) -> str:
     return client.get_experiment_by_name(experiment).experiment_id
 

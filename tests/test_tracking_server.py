@@ -19,84 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from services import BUCKET, FAKE_AWS, NO_AWS, clean_env, free_port, wait_http
+from services import BUCKET, NO_AWS, PG_ADMIN, ROOT, SERVE, Server, clean_env
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVE = ROOT / "mlflow" / "serve"
-PG_ADMIN = os.environ.get("GANSWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYS = [f"m{k}" for k in range(10)]
-
-
-class Server:
-    """`mlflow/serve` in its own process group (uvicorn and its workers die together)."""
-
-    def __init__(self, log: Path, port: int | None = None, **env: str):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = clean_env(MLFLOW_PYTHON=sys.executable, MLFLOW_HOST="127.0.0.1",
-                             MLFLOW_PORT=str(self.port), MLFLOW_WORKERS="2", **env)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        began = time.monotonic()
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen([str(SERVE)], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_http(f"{self.url}/health", self.proc, self.log)
-        return time.monotonic() - began
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc:  # the workers of a killed supervisor may outlive it for a moment
-            for _ in range(50):
-                try:
-                    os.killpg(self.proc.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-
-
-@pytest.fixture(scope="session")
-def pg_database():
-    psycopg2 = pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (the test extra)")
-    try:
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"no PostgreSQL at {PG_ADMIN} (set GANSWEEP_TEST_PG): {error}")
-    admin.autocommit = True
-    name = f"gansweep_test_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture(scope="session")
-def server_env(pg_database, s3) -> dict:
-    """What the head node's environment holds: the database, the bucket, credentials for S3."""
-    return {"MLFLOW_BACKEND_STORE_URI": pg_database, "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
-            "MLFLOW_S3_ENDPOINT_URL": s3[0], **FAKE_AWS}
-
-
-@pytest.fixture(scope="session")
-def server(server_env, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("server") / "server.log", **server_env)
-    srv.start()
-    yield srv
-    srv.kill(signal.SIGTERM)
 
 
 @pytest.fixture(autouse=True)
