@@ -8,6 +8,8 @@ import sys
 
 BENCHMARKS = {  # name -> what it compares; each is a module benchmarks/<name>.py with main(argv) -> int
     "g_step": "GAN images/s: a fresh batch of fakes for the G step (reference) vs the D step's reused",
+    "quality": "the quickstart's champion vs the standard DCGAN recipe in the same time, judged "
+               "by a network the sweep never used",
 }
 
 
