@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator import collapse
+
 FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
+COLLAPSED = "collapsed"  # stopped by the space's stop_when (orchestrator/collapse.py)
 LOST, INTERRUPTED = "lost", "interrupted"
 BUDGET_RAN_OUT = "the sweep's time budget ran out"
 CONFIG_ERROR = "config_error"  # the result key of a trial that a ConfigError ended (orchestrator/trial.py)
@@ -47,6 +50,8 @@ def outcome_of(trial: Any, default_epochs: int, budget_ran_out: bool = False) ->
         return Outcome(FAILED, "FAILED", last[CONFIG_ERROR][-5000:])
     if last.get("diverged"):
         return Outcome(DIVERGED, "FAILED", last.get("stop_reason", "a loss became nan"))
+    if last.get(collapse.RESULT_KEY):  # the verdict collapse.Stop left when it stopped the trial
+        return Outcome(COLLAPSED, "FINISHED", last[collapse.RESULT_KEY])
     if budget_ran_out:
         return Outcome(STOPPED_EARLY, "FINISHED", BUDGET_RAN_OUT)
     epoch, planned = int(last.get("epoch", 0)), planned_epochs(trial, default_epochs)

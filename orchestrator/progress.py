@@ -12,7 +12,9 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.outcome import CONFIG_ERROR, DIVERGED, FAILED, STOPPED_EARLY, outcome_of
+from orchestrator.outcome import COLLAPSED, CONFIG_ERROR, DIVERGED, FAILED, STOPPED_EARLY, outcome_of
+
+ENDED = {STOPPED_EARLY: "stopped", COLLAPSED: "collapsed"}  # counted as these, not as Tune's "terminated"
 
 
 class ProgressCallback(tune.Callback):
@@ -25,7 +27,7 @@ class ProgressCallback(tune.Callback):
     def setup(self, **info):
         self.started = time.monotonic()
         self.best: tuple[float, str] | None = None
-        self.stopped_early: set[str] = set()
+        self.ended: dict[str, str] = {}  # trial id -> its ENDED label
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(CONFIG_ERROR):
@@ -40,10 +42,10 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         outcome = outcome_of(trial, self.default_epochs)
-        if outcome.status == STOPPED_EARLY:
-            self.stopped_early.add(trial.trial_id)
+        if outcome.status in ENDED:
+            self.ended[trial.trial_id] = ENDED[outcome.status]
         what = {DIVERGED: f"diverged: {outcome.reason[:80]}", STOPPED_EARLY: outcome.reason,
-                FAILED: f"failed, not retried: {outcome.reason}"}
+                COLLAPSED: f"collapsed: {outcome.reason}", FAILED: f"failed, not retried: {outcome.reason}"}
         self._print(trials, f"{trial} {what.get(outcome.status, outcome.status)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -55,7 +57,7 @@ class ProgressCallback(tune.Callback):
     def _print(self, trials: list[Any], event: str) -> None:
         states: dict[str, int] = {}
         for t in trials:
-            state = "stopped" if t.trial_id in self.stopped_early else t.status.lower()
+            state = self.ended.get(t.trial_id, t.status.lower())
             states[state] = states.get(state, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         elapsed = time.monotonic() - self.started

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 import yaml
 
+from orchestrator.collapse import StopRule
 from orchestrator.errors import UsageError
 from orchestrator.model_sources import shown
 from orchestrator.space_checks import (
@@ -69,6 +70,7 @@ class SearchSpace:
     sampler: SamplerSpec
     scheduler: SchedulerSpec  # type and every field it uses filled in
     max_failures: int
+    stop_when: StopRule | None  # stops collapsed trials (orchestrator/collapse.py); None: no rule
     fixed: dict[str, Any]
     params: dict[str, Param]  # ordered so that a `when` refers only to earlier params
     content_hash: str  # sha256 of the file bytes, first 12 hex digits
@@ -188,6 +190,7 @@ class SearchSpace:
             + ("forever" if self.max_failures < 0 else f"up to {self.max_failures} times"),
             f"sampler    {sampler}",
             f"scheduler  {sched.pop('type')} ({', '.join(f'{k} {v:g}' for k, v in sched.items())})",
+            f"stop when  {self.stop_when or 'never (no collapse rule)'}",
             "fixed      " + (", ".join(f"{k}={shown(v)}" for k, v in self.fixed.items()) or "-"),
             "params" + ("" if self.params else "     -"),
         ]

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator import model_sources
+from orchestrator import collapse, model_sources
 from orchestrator.errors import SpaceError
-from trainers.catalog import TRAINERS, TrainerSpec
+from trainers.catalog import GAN_TRAINERS, TRAINERS, TrainerSpec
 from trainers.config import ConfigError
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
@@ -73,6 +73,7 @@ class SpaceFile(_Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     max_failures: int = Field(2, ge=-1)  # -1: retry forever
+    stop_when: Any = None  # the collapse rule's thresholds, or false (checked by _check_stop_when)
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Param] = Field(default_factory=dict)
 
@@ -129,6 +130,7 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     params = _dependency_order(fail, f.params)
     _check_probes(fail, spec, f.fixed, params, conditional=True)
     scheduler = _check_scheduler(fail, f, spec.defaults, multi=len(metrics) > 1)
+    stop_when = _check_stop_when(fail, spec, f.stop_when, scheduler.max_t)
     if s.type == "grid":
         for name, p in params.items():
             if p.when:
@@ -141,7 +143,7 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                                     explicit="num_samples" in data)
     return dict(name=f.name, trainer=f.trainer, metrics=metrics, modes=modes, num_samples=num_samples,
                 max_concurrent=f.max_concurrent, resources=f.resources, sampler=s, scheduler=scheduler,
-                max_failures=f.max_failures, fixed=dict(f.fixed), params=params,
+                max_failures=f.max_failures, stop_when=stop_when, fixed=dict(f.fixed), params=params,
                 notes=(note,) if note else ())
 
 
@@ -284,6 +286,43 @@ def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
     for other, cond in params[name].when.items():
         context.update({**_context(other, params), other: listify(cond)[0]})
     return context
+
+
+def _check_stop_when(fail: Any, spec: TrainerSpec, setting: Any, last_epoch: int) -> collapse.StopRule | None:
+    """The space's `stop_when` as the rule that stops collapsed trials (orchestrator/collapse.py): the
+    GAN trainers' defaults (collapse.GAN_DEFAULTS) with the space's keys over them, a key set to null
+    dropping a default; `false` turns the rule off. Other trainers start from no rule."""
+    if setting is False:
+        return None
+    if setting is not None and (not isinstance(setting, dict) or not setting):
+        raise fail("stop_when", f"got {setting!r}. Give thresholds, such as {{sample_diversity: {{below: "
+                   "1.0e-4}, from_epoch: 2}, or false to turn the rule off")
+    merged = {**(collapse.GAN_DEFAULTS if spec.name in GAN_TRAINERS else {}), **(setting or {})}
+    from_epoch = merged.pop(collapse.FROM_EPOCH, collapse.DEFAULT_FROM_EPOCH)
+    if isinstance(from_epoch, bool) or not isinstance(from_epoch, int) or from_epoch < 1:
+        raise fail("stop_when.from_epoch", f"got {from_epoch!r}. Give the first epoch to judge, a whole "
+                   "number >= 1")
+    thresholds = []
+    for metric, bound in merged.items():
+        field = f"stop_when.{metric}"
+        if metric not in spec.metrics:
+            raise fail(field, f"trainer '{spec.name}' never reports '{metric}'. "
+                       f"{hint(metric, [collapse.FROM_EPOCH, *spec.metrics])}")
+        if bound is None:  # drops a default threshold
+            continue
+        one = isinstance(bound, dict) and len(bound) == 1
+        direction, value = next(iter(bound.items())) if one else (None, None)
+        if direction not in collapse.DIRECTIONS or isinstance(value, bool) or not isinstance(
+                value, (int, float)) or not math.isfinite(value):
+            raise fail(field, f"got {bound!r}. Write {{below: NUMBER}} or {{above: NUMBER}}, or null to "
+                       "drop this threshold")
+        thresholds.append(collapse.Threshold(metric, direction, float(value)))
+    if not thresholds or (from_epoch > last_epoch and collapse.FROM_EPOCH not in (setting or {})):
+        return None  # nothing to judge (a default rule and a sweep too short for it)
+    if from_epoch > last_epoch:
+        raise fail("stop_when.from_epoch", f"{from_epoch} is after the last epoch ({last_epoch}), so no "
+                   "trial would ever be judged. Lower it, or write stop_when: false")
+    return collapse.StopRule(from_epoch, tuple(thresholds))
 
 
 def _check_scheduler(fail: Any, f: SpaceFile, defaults: Any, multi: bool) -> SchedulerSpec:

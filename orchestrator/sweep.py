@@ -30,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator import cluster_resources, model_sources, store, summary, tags, tracking
 from orchestrator import storage as storages
+from orchestrator.collapse import Stop
 from orchestrator.errors import UsageError
 from orchestrator.progress import InterruptWatch, ProgressCallback, interrupted
 from orchestrator.rotation import CheckpointRotation
@@ -94,6 +95,7 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         # Tune keeps every checkpoint; CheckpointRotation deletes them once --resume cannot need them.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[*callbacks, CheckpointRotation(keep=4 if space.is_pbt else 2)],  # PBT copies others
+        stop=Stop(space.stop_when) if space.stop_when else None,  # collapsed trials, whatever the scheduler
         verbose=0,
     )
     if settings.resume:

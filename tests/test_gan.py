@@ -24,7 +24,7 @@ def test_every_loss_trains_two_epochs(tiny, tiny_mlp, tmp_path, trainer, loss):
     for metrics in record.metrics:
         assert set(gan.METRICS) <= set(metrics)
         assert all(math.isfinite(metrics[k]) for k in gan.METRICS)
-        assert 0.0 <= metrics["d_acc"] <= 1.0
+        assert 0.0 <= metrics["d_acc"] <= 1.0 and metrics["sample_diversity"] >= 0.0
     assert (record.checkpoints[-1] / "samples.png").stat().st_size > 0
     state = load(record.checkpoints[-1])
     assert state["epoch"] == 2 and {"generator", "discriminator", "opt_g", "opt_d"} <= set(state["task"])

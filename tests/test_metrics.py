@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trainers import data, evaluator, gan
@@ -26,6 +27,10 @@ def test_fid_is_near_zero_for_the_same_set_and_large_for_noise(tiny):
     # three equally frequent classes, recognised by the evaluator: IS close to 3
     assert same["inception_score"] > 2.5
     assert noise["inception_score"] < same["inception_score"]
+    # the features' spread relative to the real set's: 1 for the set itself, near 0 for one image
+    assert same["sample_diversity"] == pytest.approx(1.0)
+    assert 0.5 < other_real["sample_diversity"] < 2.0
+    assert quality(real[:1].expand_as(real).clone())["sample_diversity"] < 1e-6
 
 
 def test_d_acc_and_f1():

@@ -21,7 +21,7 @@ from trainers.models import gan as models
 
 METRICS: tuple[str, ...] = (
     "g_loss", "d_loss", "d_real", "d_fake", "d_acc", "d_f1",
-    "fid", "kid", "inception_score", "epoch_time_s", "images_per_s",
+    "fid", "kid", "inception_score", "sample_diversity", "epoch_time_s", "images_per_s",
 )
 
 CHECK_EVERY = 25  # steps between NaN checks (each check waits for the GPU)

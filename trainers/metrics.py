@@ -1,4 +1,5 @@
-"""Sample quality (FID, KID, inception score) and the discriminator as a real/fake classifier."""
+"""Sample quality (FID, KID, inception score, sample diversity) and the discriminator as a
+real/fake classifier."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.utilities.data import dim_zero_cat
 
 from trainers.config import ConfigError
 from trainers.data import CHUNK
@@ -15,7 +17,12 @@ from trainers.evaluator import EvaluatorNet, Features, Logits
 
 
 class SampleQuality:
-    """FID/KID against a fixed real set (its features computed once), IS from the class model."""
+    """FID/KID against a fixed real set (its features computed once), IS from the class model, and
+    `sample_diversity`: the spread of the fakes' evaluator features (the total variance, the trace
+    of their covariance) over that of the real set's. About 1 for a generator as varied as the data,
+    near 0 for one whose samples have collapsed to a few images. It reads the features KID already
+    keeps, so it costs no forward pass.
+    """
 
     def __init__(self, evaluator: EvaluatorNet, real: torch.Tensor, standard_fid: bool = False):
         device = real.device
@@ -33,6 +40,7 @@ class SampleQuality:
                 self.kid.update(chunk, real=True)
                 if self.standard is not None:
                     self.standard.update(_to_rgb_uint8(chunk), real=True)
+        self.real_spread = _spread(self.kid.real_features)
 
     @torch.no_grad()
     def __call__(self, fake: torch.Tensor) -> dict[str, float]:
@@ -48,6 +56,7 @@ class SampleQuality:
             "fid": float(self.fid.compute()),
             "kid": float(self.kid.compute()[0]),
             "inception_score": float(self.inception.compute()[0]),
+            "sample_diversity": _spread(self.kid.fake_features) / max(self.real_spread, 1e-12),
         }
         if self.standard is not None:
             result["fid_inception"] = float(self.standard.compute())
@@ -55,6 +64,11 @@ class SampleQuality:
 
     def _metrics(self):
         return [m for m in (self.fid, self.kid, self.inception, self.standard) if m is not None]
+
+
+def _spread(features: list[torch.Tensor] | torch.Tensor) -> float:
+    """The total variance of a set of feature vectors (the trace of their covariance)."""
+    return float(dim_zero_cat(features).double().var(dim=0).sum())
 
 
 def _to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
