@@ -50,12 +50,14 @@ def preview(space: SearchSpace, n: int = 10) -> str:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from orchestrator import model_sources
+    from orchestrator import model_sources, warm_start
     from orchestrator import sweep as sweeps  # imports Ray: only once the input is known good
 
     overrides = parse_overrides(args.set)
     space = load_space(args.space or QUICKSTART, overrides)
     space = space.with_overrides(args.num_samples, args.max_concurrent)
+    if args.warm_start and (problem := warm_start.problem(space, args.resume)):
+        raise UsageError(problem)
     budget = parse_duration(args.time_budget)
     tracking_uri = store.tracking_uri(args.tracking_uri)
     print(space.describe())
@@ -67,7 +69,7 @@ def sweep(args: argparse.Namespace) -> int:
         print("Dry run: nothing started.")
         return 0
     return sweeps.run(space, address=args.address, storage=args.storage, tracking_uri=tracking_uri,
-                         resume=args.resume, time_budget_s=budget)
+                      resume=args.resume, time_budget_s=budget, warm=args.warm_start)
 
 
 def report(args: argparse.Namespace) -> int:
@@ -143,6 +145,9 @@ def parser() -> argparse.ArgumentParser:
                                           f"{store.DEFAULT_TRACKING_URI})")
     s.add_argument("--resume", action="store_true",
                    help="continue the newest interrupted sweep of this space from its storage")
+    s.add_argument("--warm-start", action="store_true",
+                   help="sampler tpe: learn from the finished trials of this experiment's earlier sweeps "
+                        "(read from MLflow; those outside today's space are skipped)")
     s.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 2h")
     s.add_argument("--dry-run", action="store_true", help="validate, show the first trials, start nothing")
     s.set_defaults(func=sweep)

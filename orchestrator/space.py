@@ -73,6 +73,7 @@ class SearchSpace:
     stop_when: StopRule | None  # stops collapsed trials (orchestrator/collapse.py); None: no rule
     fixed: dict[str, Any]
     params: dict[str, Param]  # ordered so that a `when` refers only to earlier params
+    start_from: list[dict[str, Any]]  # configs tried first, in order; a param an entry leaves out is sampled
     content_hash: str  # sha256 of the file bytes, first 12 hex digits
     notes: tuple[str, ...] = ()  # adjustments made while loading (shown by describe)
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # --set KEY=VALUE, applied
@@ -117,7 +118,7 @@ class SearchSpace:
         if s.type == "random":
             return samplers.RandomSampler(seed=s.seed)
         if s.type == "grid":
-            return _AskTellGridSampler(self.grid(), seed=s.seed)
+            return _AskTellGridSampler(self.grid(), seed=s.seed, first=self.start_from)
         if s.type == "cmaes":  # categorical params fall back to random sampling
             return samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False, **startup)
         population = {} if s.n_startup_trials is None else {"population_size": max(2, s.n_startup_trials)}
@@ -192,6 +193,8 @@ class SearchSpace:
             f"scheduler  {sched.pop('type')} ({', '.join(f'{k} {v:g}' for k, v in sched.items())})",
             f"stop when  {self.stop_when or 'never (no collapse rule)'}",
             "fixed      " + (", ".join(f"{k}={shown(v)}" for k, v in self.fixed.items()) or "-"),
+            "start_from " + ("; ".join(", ".join(f"{k}={shown(v)}" for k, v in entry.items())
+                                       for entry in self.start_from) or "-"),
             "params" + ("" if self.params else "     -"),
         ]
         width = max((len(name) for name in self.params), default=0)
@@ -206,14 +209,26 @@ class SearchSpace:
                 raise SpaceError(self.path, field, f"override {value} must be >= 1. Pass a positive number")
         count, note = fit_samples(self.path, self.sampler.type, self.scheduler.type, self.params,
                                   num_samples or self.num_samples, explicit=True)
+        if len(self.start_from) > count:
+            raise SpaceError(self.path, "start_from", f"{len(self.start_from)} configs, but --num-samples "
+                             f"runs {count} trials. Raise --num-samples, or list fewer")
         return dataclasses.replace(self, num_samples=count, notes=self.notes + ((note,) if note else ()),
                                    max_concurrent=max_concurrent or self.max_concurrent)
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler that does not call study.stop() after the last point: outside study.optimize (Ray's
+    """GridSampler that runs the `first` points (the space's start_from) before the rest of its shuffled
+    grid, each once, and does not call study.stop() after the last point: outside study.optimize (Ray's
     OptunaSearch uses ask/tell) that raises RuntimeError (optuna #4121, #5141). num_samples <= the
     grid size already ends the sweep."""
+
+    def __init__(self, grid: dict[str, list[Any]], seed: int, first: list[dict[str, Any]]) -> None:
+        super().__init__(grid, seed=seed)
+        # Trial number i gets the i-th point of _all_grids (GridSampler.before_trial, optuna 5), so the
+        # start_from points go in front. Enqueued trials would not count as grid points: the grid would
+        # run them again and skip as many others.
+        points = list(dict.fromkeys(tuple(point[name] for name in self._param_names) for point in first))
+        self._all_grids = points + [g for g in self._all_grids if g not in points]
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
@@ -254,6 +269,10 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
         node[last] = value
         if parents == ["fixed"] and isinstance(data.get("params"), dict):
             data["params"].pop(last, None)
+        if parents == ["fixed"] and isinstance(data.get("start_from"), list):  # the pinned value wins
+            entries = [{k: v for k, v in e.items() if k != last} if isinstance(e, dict) else e
+                       for e in data["start_from"]]
+            data["start_from"] = [e for e in entries if e != {}]
     return data
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class SpaceFile(_Strict):
     stop_when: Any = None  # the collapse rule's thresholds, or false (checked by _check_stop_when)
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Param] = Field(default_factory=dict)
+    start_from: list[dict[str, Any]] = Field(default_factory=list)  # configs tried first; the rest sampled
 
 
 def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -141,10 +143,11 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                            "none. Add step, or make it categorical")
     num_samples, note = fit_samples(path, s.type, scheduler.type, params, f.num_samples,
                                     explicit="num_samples" in data)
+    start_from = _check_start_from(fail, spec, f, params, num_samples)
     return dict(name=f.name, trainer=f.trainer, metrics=metrics, modes=modes, num_samples=num_samples,
                 max_concurrent=f.max_concurrent, resources=f.resources, sampler=s, scheduler=scheduler,
                 max_failures=f.max_failures, stop_when=stop_when, fixed=dict(f.fixed), params=params,
-                notes=(note,) if note else ())
+                start_from=start_from, notes=(note,) if note else ())
 
 
 def fit_samples(path: Path, sampler: str, scheduler: str | None, params: dict[str, Param], num_samples: int,
@@ -288,6 +291,60 @@ def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
     return context
 
 
+def _check_start_from(fail: Any, spec: TrainerSpec, f: SpaceFile, params: dict[str, Param],
+                      num_samples: int) -> list[dict[str, Any]]:
+    """Each entry's values as its params hold them (`fit_value`); the params it leaves out are sampled.
+    A conditional param needs its condition set in the same entry (Optuna would drop it otherwise), a
+    grid's entry is a whole point of the grid (a grid samples nothing), and the trainer accepts each."""
+    if len(f.start_from) > num_samples:
+        raise fail("start_from", f"{len(f.start_from)} configs, but the sweep runs {num_samples} trials, "
+                   "so the last ones would never run. Raise num_samples, or list fewer")
+    entries = []
+    for i, entry in enumerate(f.start_from):
+        at = f"start_from.{i}"
+        if not entry:
+            raise fail(at, "names no param. Give some params' values (the others are sampled), or remove it")
+        for key in entry:
+            if key in f.fixed:
+                raise fail(f"{at}.{key}", f"'{key}' is fixed ({model_sources.shown(f.fixed[key])}) in this "
+                           "space, so every trial already uses it. Remove it here, or move it to params")
+            if key not in params:
+                raise fail(f"{at}.{key}", f"'{key}' is not a param of this space. {hint(key, params)}")
+        values: dict[str, Any] = {}
+        for name, p in params.items():  # dependency order: a condition's param comes before its own
+            if name in entry:
+                try:
+                    values[name] = fit_value(p, entry[name])
+                except ValueError as err:
+                    raise fail(f"{at}.{name}", f"{err}. Use a value of params.{name}") from None
+                if problem := _unmet(name, p, values):
+                    raise fail(f"{at}.{name}", problem)
+        missing = [name for name in params if name not in values]
+        if f.sampler.type == "grid" and missing:
+            raise fail(at, f"a grid runs whole points of its grid, so an entry names every param (missing: "
+                       f"{', '.join(missing)})")
+        try:
+            spec.resolve({**f.fixed, **values})
+        except ConfigError as exc:
+            raise fail(f"{at}.{exc.key}" if exc.key in values else at,
+                       f"trainer '{spec.name}' rejects it: {exc}. Change the entry") from None
+        entries.append(values)
+    return entries
+
+
+def _unmet(name: str, p: Param, values: dict[str, Any]) -> str | None:
+    """Why a start_from entry's value of `name` would never be used: a `when` it does not satisfy."""
+    for other, cond in p.when.items():
+        wanted = " or ".join(repr(v) for v in listify(cond))
+        if other not in values:
+            return (f"'{name}' is searched only when {other} is {wanted}, and this entry leaves {other} to "
+                    f"the sampler. Add {other} to the entry, or remove {name}")
+        if values[other] not in listify(cond):
+            return (f"'{name}' is searched only when {other} is {wanted}, and this entry sets "
+                    f"{other}={values[other]!r}. Remove {name}, or change {other}")
+    return None
+
+
 def _check_stop_when(fail: Any, spec: TrainerSpec, setting: Any, last_epoch: int) -> collapse.StopRule | None:
     """The space's `stop_when` as the rule that stops collapsed trials (orchestrator/collapse.py): the
     GAN trainers' defaults (collapse.GAN_DEFAULTS) with the space's keys over them, a key set to null
@@ -388,6 +445,28 @@ def listify(value: Any) -> list[Any]:
 def clean(x: float) -> float:
     """x with float noise removed (0.30000000000000004 -> 0.3)."""
     return float(f"{x:.12g}")
+
+
+def fit_value(p: Param, value: Any) -> Any:
+    """`value` as param `p` holds it (the matching choice, an int as int, a step's exact value), or
+    ValueError saying why the param can never take it."""
+    if p.type == "categorical":
+        for choice in p.choices or ():
+            if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+                return choice
+        raise ValueError(f"{value!r} is not one of the choices {p.choices}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a number")
+    if p.type == "int" and not float(value).is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    if not p.low <= value <= p.high:
+        raise ValueError(f"{value:g} is outside [{p.low:g}, {p.high:g}]")
+    if p.step is not None:
+        k = (value - p.low) / p.step
+        if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
+            raise ValueError(f"{value:g} is not low + k*step ({p.low:g} + k*{p.step:g})")
+        value = clean(p.low + round(k) * p.step)
+    return int(value) if p.type == "int" else float(value)
 
 
 def finite_values(p: Param) -> list[Any] | None:

@@ -3,6 +3,7 @@ failure policy, and the driver-side callbacks (MLflow, progress)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -25,10 +26,10 @@ from ray.tune.schedulers import (
     PopulationBasedTraining,
     TrialScheduler,
 )
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import cluster_resources, model_sources, store, summary, tags, tracking
+from orchestrator import cluster_resources, model_sources, store, summary, tags, tracking, warm_start
 from orchestrator import storage as storages
 from orchestrator.collapse import Stop
 from orchestrator.errors import UsageError
@@ -72,18 +73,28 @@ def scheduler(space: SearchSpace) -> TrialScheduler:
                                    custom_explore_fn=space.clip_to_bounds, synch=True)
 
 
-def searcher(space: SearchSpace):
-    """Optuna through Tune's OptunaSearch (define-by-run: conditionals work); none for PBT."""
+def searcher(space: SearchSpace, history: warm_start.History | None = None):
+    """Optuna through Tune's OptunaSearch (define-by-run: conditionals work), trying the space's
+    start_from first and knowing the earlier trials of `history` (--warm-start); for PBT, which takes no
+    searcher, Tune's own sampling, with start_from as part of the initial population.
+
+    OptunaSearch enqueues start_from (study.enqueue_trial: the params an entry leaves out are sampled);
+    a grid's sampler runs them first itself (space.py). Tune pickles the searcher with the study, so
+    --resume does not run them again."""
     if space.is_pbt:
-        return None
+        return BasicVariantGenerator(points_to_evaluate=copy.deepcopy(space.start_from),
+                                     max_concurrent=space.max_concurrent)
     metric = space.metrics if len(space.metrics) > 1 else space.primary_metric
     mode = space.modes if len(space.modes) > 1 else space.primary_mode
-    search = OptunaSearch(space=space.define_by_run, metric=metric, mode=mode,
-                          sampler=space.optuna_sampler())
+    first = [] if space.sampler.type == "grid" else copy.deepcopy(space.start_from)
+    search = OptunaSearch(space=space.define_by_run, metric=metric, mode=mode, sampler=space.optuna_sampler(),
+                          points_to_evaluate=first, storage=warm_start.storage(space, history),
+                          study_name=space.name)
     return ConcurrencyLimiter(search, max_concurrent=space.max_concurrent)
 
 
-def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Callback]) -> tune.Tuner:
+def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Callback],
+          history: warm_start.History | None = None) -> tune.Tuner:
     objectives = dict(zip(space.metrics, space.modes, strict=True))
     trainable = tune.with_resources(make_trainable(space.trainer, objectives),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
@@ -103,14 +114,12 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         path = storage_join(settings.storage, settings.tune_name)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     single = len(space.metrics) == 1
-    search = searcher(space)
     tune_config = tune.TuneConfig(
         metric=space.primary_metric if single else None,
         mode=space.primary_mode if single else None,
-        search_alg=search,
+        search_alg=searcher(space, history),  # it also keeps max_concurrent trials at a time
         scheduler=scheduler(space),
         num_samples=space.num_samples,
-        max_concurrent_trials=None if search else space.max_concurrent,  # else the limiter does it
         time_budget_s=settings.time_budget_s,
         trial_name_creator=partial(trial_name, counts_from_zero=space.is_pbt),
         trial_dirname_creator=partial(trial_dirname, counts_from_zero=space.is_pbt),
@@ -184,9 +193,9 @@ def local_resources_problem(space: SearchSpace) -> str | None:
 
 
 def run(space: SearchSpace, address: str | None, storage: str | None, tracking_uri: str, resume: bool,
-        time_budget_s: float | None) -> int:
+        time_budget_s: float | None, warm: bool = False) -> int:
     """One `sweep` invocation: checks, model sources, Ray, MLflow parent run, Tune, summary.
-    Returns the exit code."""
+    `warm`: learn from the experiment's earlier sweeps (--warm-start). Returns the exit code."""
     space, settings, parent = checks_before_ray(space, address, storage, tracking_uri, resume, time_budget_s)
     with tempfile.TemporaryDirectory(prefix="gansweep-sources-") as workdir:
         # Looked up before Ray starts: a missing source ends the sweep here, with nothing written.
@@ -199,7 +208,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
                 raise UsageError(problem)
             place = storage_join(settings.storage, f"{settings.tune_name}/{SOURCES_DIR}")
             space = model_sources.stage(space, sources, place)
-            return fit(space, settings, tracking_uri, parent, sources)
+            return fit(space, settings, tracking_uri, parent, sources, warm)
         finally:
             ray.shutdown()
 
@@ -250,10 +259,11 @@ def start_ray(address: str | None) -> None:
 
 
 def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: str | None,
-        sources: list[model_sources.Source]) -> int:
+        sources: list[model_sources.Source], warm: bool = False) -> int:
     """The parent run (new, or reopened by --resume), Tune's run, and the summary or the resume hint."""
     client = store.connect(tracking_uri)
     experiment = tracking.experiment_id(client, tracking_uri, space.name)
+    history = warm_start.load(client, experiment, space) if warm else None  # before this sweep's parent
     source_tags = {tag: value for source in sources
                    for tag, value in tags.source(source.key, source.given, source.resolved).items()}
     if parent is not None:  # --resume: the sources it started from, for the runs of new trials
@@ -261,7 +271,7 @@ def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: 
         client.update_run(parent, status="RUNNING")
     else:
         parent = tracking.start_parent(client, experiment, space, settings.storage, settings.tune_name,
-                                       source_tags)
+                                       source_tags, history.tags() if history is not None else {})
     callbacks = [InterruptWatch(),
                  tracking.TrackingCallback(tracking_uri, experiment, parent, space, source_tags),
                  ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
@@ -270,8 +280,10 @@ def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: 
           f"checkpoints in {storage_join(settings.storage, settings.tune_name)}", file=sys.stderr)
     for source in sources:
         print(f"{source.key}: {source.given} is {source.resolved}", file=sys.stderr)
+    if history is not None:
+        print(history.line(), file=sys.stderr)
     try:
-        tuner(space, settings, callbacks).fit()
+        tuner(space, settings, callbacks, history).fit()
     except KeyboardInterrupt:  # a second Ctrl-C, while Tune was saving its state
         interrupted.set()
     except BaseException:

@@ -10,6 +10,8 @@ TRAINER = "gansweep.trainer"  # parent and child runs
 METRIC, MODE = "gansweep.metric", "gansweep.mode"
 BEST_RUN = "gansweep.best_run"
 OVERRIDES = "gansweep.overrides"  # the --set values, as JSON (the space as it ran: effective_space.yaml)
+WARM_START = "gansweep.warm_start"  # --warm-start: the parent runs of the sweeps it learned from
+WARM_START_TRIALS, WARM_START_SKIPPED = "gansweep.warm_start.trials", "gansweep.warm_start.skipped"
 
 # A trial's child run: its identity, outcome and where it ran.
 TRIAL_ID = "gansweep.trial_id"
@@ -34,6 +36,13 @@ def source(key: str, given: str, resolved: str) -> dict[str, str]:
 def sources_of(run_tags: dict[str, str]) -> dict[str, str]:
     """The source tags among a run's tags."""
     return {tag: value for tag, value in run_tags.items() if tag.startswith(SOURCE_PREFIX)}
+
+
+def warm_start(sweeps: list[str], trials: int, skipped: int) -> dict[str, str]:
+    """What a --warm-start sweep learned from: the earlier sweeps' parent runs (comma-separated, the newest
+    200: a tag holds 8000 characters), how many of their trials it was given, and how many did not fit."""
+    return {WARM_START: ",".join(sweeps[-200:]), WARM_START_TRIALS: str(trials),
+            WARM_START_SKIPPED: str(skipped)}
 
 
 def config_from_epoch(epoch: int) -> str:

@@ -67,9 +67,9 @@ def git_commit() -> str:
 
 
 def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
-                 tune_name: str, source_tags: dict[str, str]) -> str:
+                 tune_name: str, source_tags: dict[str, str], learned_from: dict[str, str]) -> str:
     """The sweep's run: what it ran (the file, and the space as it ran: with --set and CLI overrides),
-    where its state lives, and the models it started from."""
+    where its state lives, the models it started from and the sweeps it learned from (--warm-start)."""
     scheduler = space.scheduler.type
     sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
     run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
@@ -78,6 +78,7 @@ def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, stor
         tags.SCHEDULER: scheduler, tags.STORAGE: storage, tags.TUNE_NAME: tune_name,
         tags.TRAINER: space.trainer, tags.METRIC: space.primary_metric,
         tags.MODE: space.primary_mode, tags.OVERRIDES: json.dumps(space.overrides), **source_tags,
+        **learned_from,
     })
     client.log_artifact(run.info.run_id, str(space.path))
     effective = {**space.document, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent}

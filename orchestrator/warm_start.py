@@ -1,0 +1,119 @@
+"""`sweep --warm-start`: the finished trials of the experiment's earlier sweeps, read back from MLflow,
+handed to Optuna as completed trials of today's space, so that ten sweeps of 8 trials learn like one of 80.
+
+Ray's OptunaSearch takes `evaluated_rewards` only with a dict space, not with the define-by-run function
+that conditional params need. It does open an existing study, with its trials, from the `storage` and
+`study_name` it is given (create_study(load_if_exists=True)), and pickles it with its own state: so the
+trials go into a study of an in-memory storage, and --resume restores them like the sweep's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from orchestrator import runs, tags
+from orchestrator.space import SearchSpace
+from orchestrator.space_checks import fit_value
+from orchestrator.summary import _typed
+
+NOTHING_TO_LEARN = {  # sampler -> why it would learn nothing from earlier trials
+    "random": "draws every trial on its own",
+    "grid": "runs the points of its grid whatever came before",
+    "cmaes": "learns only from the generations it sampled itself",
+    "nsga2": "breeds each generation from the previous one of its own study",
+}
+
+
+@dataclass
+class History:
+    """What a sweep learns from: earlier trials as Optuna trials of today's space."""
+
+    trials: list[optuna.trial.FrozenTrial]
+    sweeps: list[str]  # the parent runs of the sweeps they came from, oldest first
+    skipped: int  # finished trials whose params fall outside today's space
+    earlier: int  # sweeps of the experiment before this one, with or without usable trials
+
+    def line(self) -> str:
+        if not self.earlier:
+            return "warm start: no earlier sweep of this experiment to learn from; this one starts cold"
+        return (f"warm start: {len(self.trials)} trials from {len(self.sweeps)} earlier sweeps "
+                f"({self.skipped} skipped: their params fall outside this space)")
+
+    def tags(self) -> dict[str, str]:
+        return tags.warm_start(self.sweeps, len(self.trials), self.skipped) if self.sweeps else {}
+
+
+def problem(space: SearchSpace, resume: bool) -> str | None:
+    """Why --warm-start cannot apply to this sweep (checked before anything starts), or None."""
+    if resume:
+        return ("--warm-start with --resume: a resumed sweep continues with the history its searcher saved. "
+                "Leave out one of them")
+    if space.is_pbt:
+        return (f"--warm-start: {space.path} uses scheduler pbt, which samples its own population and takes "
+                "no earlier trials. Leave --warm-start out, or use scheduler asha with sampler tpe")
+    if why := NOTHING_TO_LEARN.get(space.sampler.type):
+        return (f"--warm-start: {space.path} uses sampler {space.sampler.type}, which {why}: earlier trials "
+                "would teach it nothing. Leave --warm-start out, or use sampler tpe")
+    return None
+
+
+def load(client: MlflowClient, experiment_id: str, space: SearchSpace) -> History:
+    """The finished trials (stopped early included, as Tune tells Optuna) with a finite final metric of
+    every sweep of the experiment so far, oldest first; those that do not fit `space` are only counted."""
+    parents = client.search_runs([experiment_id], filter_string=f"tags.`{tags.ROLE}` = 'sweep'",
+                                 order_by=["attributes.start_time ASC"], max_results=5000)
+    distributions = space.optuna_distributions()
+    history = History([], [], 0, len(parents))
+    for parent in parents:
+        before = len(history.trials)
+        trials = runs.children(client, experiment_id, parent.info.run_id)
+        for run in sorted(trials, key=lambda r: r.info.start_time):
+            value = run.data.metrics.get(space.primary_metric)
+            if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
+                continue
+            fitted = _as_suggested(space, distributions, run)
+            if fitted is None:
+                history.skipped += 1
+                continue
+            history.trials.append(optuna.trial.create_trial(
+                params=fitted.params, distributions=fitted.distributions, value=value,
+                user_attrs={"mlflow_run_id": run.info.run_id}))
+        if len(history.trials) > before:
+            history.sweeps.append(parent.info.run_id)
+    return history
+
+
+def _as_suggested(space: SearchSpace, distributions: dict[str, optuna.distributions.BaseDistribution],
+                  run: Run) -> optuna.trial.FixedTrial | None:
+    """The run's params as the space would suggest them (its `when`s decide which), or None when one
+    of those is missing from the run or outside the space. Params are strings in MLflow."""
+    values = {}
+    for name, text in run.data.params.items():
+        if name in distributions:
+            try:
+                values[name] = fit_value(space.params[name], _typed(text, distributions[name]))
+            except (ValueError, StopIteration):  # outside; fine if the space does not suggest it here
+                continue
+    trial = optuna.trial.FixedTrial(values)
+    try:
+        space.define_by_run(trial)
+    except ValueError:  # FixedTrial: a param the space suggests has no value
+        return None
+    return trial
+
+
+def storage(space: SearchSpace, history: History | None) -> optuna.storages.BaseStorage | None:
+    """An in-memory storage whose study `space.name` holds the history's trials, for
+    OptunaSearch(storage=..., study_name=space.name); None when there is nothing to learn from."""
+    if history is None or not history.trials:
+        return None
+    store = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=store, study_name=space.name,
+                                directions=["minimize" if m == "min" else "maximize" for m in space.modes])
+    study.add_trials(history.trials)
+    return store
