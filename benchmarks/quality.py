@@ -11,7 +11,7 @@ for the FID against the 500 digits of the held-out test split, and its class pre
 inception score and the share of the 10 classes drawn. Real validation digits against the same
 test digits give the floor (what a perfect generator would score with this many images).
 
-    python -m benchmarks quality            # about 8 minutes on 2 CPUs
+    python -m benchmarks quality            # about 5 minutes on 2 CPUs
     python -m benchmarks quality --quick    # a smoke run: 2 trials, 1 epoch
 """
 
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 quickstart trials of 1 epoch: a smoke run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"),
-                        help="where the picture and the JSON go (default: benchmarks/out)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"),
+                        help="where the picture and the JSON go (default: runs/benchmarks)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     images = data.load({**data.DEFAULTS, "dataset": "mnist5k", "split_seed": 0}, torch.device("cpu"))

@@ -39,6 +39,9 @@ def preview(space: SearchSpace, n: int = 10) -> str:
         return "PBT: the initial population is sampled by Tune from the params above."
     study = optuna.create_study(sampler=space.optuna_sampler(),
                                 directions=["minimize" if m == "min" else "maximize" for m in space.modes])
+    if space.sampler.type != "grid":  # a grid's sampler puts start_from first itself
+        for point in space.start_from:
+            study.enqueue_trial(point)  # as OptunaSearch does (sweep.searcher)
     lines = [f"First {min(n, space.num_samples)} of {space.num_samples} trials "
              f"(each {space.resources.cpu:g} CPU, {space.resources.gpu:g} GPU):"]
     for index in range(1, min(n, space.num_samples) + 1):

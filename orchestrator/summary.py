@@ -108,13 +108,13 @@ def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
         params = {}
         for name, dist in distributions.items():
             if name in run_params:
-                params[name] = _typed(run_params[name], dist)
+                params[name] = typed(run_params[name], dist)
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={n: distributions[n] for n in params}, value=row.value))
     return study
 
 
-def _typed(text: str, dist):
+def typed(text: str, dist):
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return next(c for c in dist.choices if str(c) == text)
     if isinstance(dist, optuna.distributions.IntDistribution):

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator import runs, tags
 from orchestrator.space import SearchSpace
 from orchestrator.space_checks import fit_value
-from orchestrator.summary import _typed
+from orchestrator.summary import typed
 
 NOTHING_TO_LEARN = {  # sampler -> why it would learn nothing from earlier trials
     "random": "draws every trial on its own",
@@ -96,7 +96,7 @@ def _as_suggested(space: SearchSpace, distributions: dict[str, optuna.distributi
     for name, text in run.data.params.items():
         if name in distributions:
             try:
-                values[name] = fit_value(space.params[name], _typed(text, distributions[name]))
+                values[name] = fit_value(space.params[name], typed(text, distributions[name]))
             except (ValueError, StopIteration):  # outside; fine if the space does not suggest it here
                 continue
     trial = optuna.trial.FixedTrial(values)
