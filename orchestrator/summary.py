@@ -8,7 +8,6 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import matplotlib
 
@@ -18,7 +17,7 @@ import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from orchestrator import store, tags  # noqa: E402
+from orchestrator import store, tags, ui_view  # noqa: E402
 from orchestrator.runs import children  # noqa: E402
 from orchestrator.space import SearchSpace  # noqa: E402
 from trainers.catalog import GAN_TRAINERS  # noqa: E402
@@ -73,7 +72,7 @@ def table(rows: list[Row], metric: str) -> str:
               "run id"]
     lines = [[str(r.rank), r.name, f"{r.value:.4g}", *(f"{v:.4g}" for v in r.beside.values()), r.status,
               str(r.epochs), *r.params.values(), r.run_id] for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]  # also no rows
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
 
@@ -89,12 +88,9 @@ def to_csv(rows: list[Row], metric: str) -> str:
     return out.getvalue()
 
 
-def ui_link(tracking_uri: str, experiment: str, metric: str, mode: str) -> str:
-    """The runs table of the sweep's experiment, ranked by the metric (MLflow 3's UI)."""
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-    order = quote(f"metrics.`{metric}`")
-    return (f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
-            f"&orderByKey={order}&orderByAsc={'true' if mode == 'min' else 'false'}")
+def ui_link(tracking_uri: str, experiment: str, parent: str) -> str:
+    """The runs table of the sweep's experiment, opened on the sweep's ready view (ui_view)."""
+    return ui_view.link(tracking_uri, experiment, ui_view.key_of(parent))
 
 
 def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
@@ -217,7 +213,9 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
         client.log_metric(parent, f"best_{metric}", best.value)
         client.set_tag(parent, tags.BEST_RUN, best.run_id)
         print(f"\nBest trial: {best.name}: {best_metrics(best, space)} (MLflow run {best.run_id})")
-    link = ui_link(tracking_uri, experiment, metric, mode)
+    if ui_view.read(client, experiment, ui_view.key_of(parent)) is None:  # a sweep begun before views
+        ui_view.write(client, experiment, space, parent, client.get_run(parent).info.run_name)
+    link = ui_link(tracking_uri, experiment, parent)
     if tracking_uri.startswith("http"):
         print(f"Runs, curves and sample grids: {link}")
     else:

@@ -28,7 +28,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 import trainers
-from orchestrator import store, tags
+from orchestrator import store, tags, ui_view
 from orchestrator.outcome import (
     FAILED,
     INTERRUPTED_OUTCOME,
@@ -69,7 +69,8 @@ def git_commit() -> str:
 def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
                  tune_name: str, source_tags: dict[str, str], learned_from: dict[str, str]) -> str:
     """The sweep's run: what it ran (the file, and the space as it ran: with --set and CLI overrides),
-    where its state lives, the models it started from and the sweeps it learned from (--warm-start)."""
+    where its state lives, the models it started from and the sweeps it learned from (--warm-start);
+    and the sweep's ready view in MLflow's UI."""
     scheduler = space.scheduler.type
     sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
     run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
@@ -83,6 +84,7 @@ def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, stor
     client.log_artifact(run.info.run_id, str(space.path))
     effective = {**space.document, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent}
     client.log_text(run.info.run_id, yaml.safe_dump(effective, sort_keys=False), "effective_space.yaml")
+    ui_view.write(client, experiment, space, run.info.run_id, run.info.run_name)  # the link printed last
     return run.info.run_id
 
 

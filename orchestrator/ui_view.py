@@ -1,0 +1,124 @@
+"""The sweep's ready view in MLflow's UI: the runs table with the columns that rank it, and charts.
+
+MLflow 3.17 keeps a saved ("shared") view of an experiment as the experiment tag
+`mlflow.sharedViewState.<key>`, opened by `#/experiments/<id>/runs?...&viewStateShareKey=<key>`.
+Its value is what the UI's own "Save as new view" writes: an envelope
+`{"name", "createdAt", "updatedAt", "state"}` (milliseconds) whose `state` is the view as a JSON
+string (the UI may also deflate it; plain JSON is read too). The UI lists these envelopes by name
+among the experiment's saved views. `state` holds the runs search (`searchFilter`, `orderByKey`,
+`orderByAsc`, ...) and the UI state (`selectedColumns`, `compareRunCharts`, `compareRunSections`,
+...): the field names are those of MLflow 3.17.2's JS bundle (server/js/build), which drops any
+other key. A tag value holds at most 20000 characters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import quote
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator import tags
+from orchestrator.space import SearchSpace
+from trainers.catalog import GAN_TRAINERS
+
+PREFIX = "mlflow.sharedViewState."
+LIMIT = 20000  # MLflow's longest experiment tag value (and the UI's own limit for a view)
+SECTION = "Model metrics"  # the UI's section for metrics without a `/` in their name
+SAMPLES = "samples"  # the image key of the sample grids (tracking.TrackingCallback.on_checkpoint)
+
+# The metrics a user compares beside the ranking one.
+COMPARED = {"gan": ["kid", "inception_score", "d_f1", "g_loss", "d_loss", "sample_diversity"],
+            "classifier": ["val_acc", "test_acc", "val_loss"]}
+
+
+def key_of(parent_run_id: str) -> str:
+    """One view per sweep, named after its parent run (what --resume reopens)."""
+    return f"gansweep-{parent_run_id}"
+
+
+def compared(space: SearchSpace) -> list[str]:
+    """The ranking metric, the sweep's other objectives, then the metrics compared beside them."""
+    family = COMPARED["gan" if space.trainer in GAN_TRAINERS else "classifier"]
+    return list(dict.fromkeys([space.primary_metric, *space.metrics, *family]))
+
+
+def columns(space: SearchSpace) -> list[str]:
+    """The runs table's columns, as the UI names them (backquoted)."""
+    return [*(f"metrics.`{m}`" for m in compared(space)), *(f"params.`{p}`" for p in space.params),
+            "metrics.`epoch`", f"tags.`{tags.STATUS}`"]
+
+
+def _chart(kind: str, uuid: str, name: str, **fields) -> dict:
+    """A chart card: the base fields every card of the UI has, and its kind's own."""
+    return {"uuid": uuid, "type": kind, "runsCountToCompare": 10, "metricSectionId": "gansweep-section",
+            "deleted": False, "isGenerated": False, "displayName": name, **fields}
+
+
+def charts(space: SearchSpace) -> list[dict]:
+    """The metric per epoch of the best trials, the varying params against it, the sample grids."""
+    metric = space.primary_metric
+    made = [_chart("LINE", "gansweep-metric", f"{metric} per epoch (best 5 trials)", runsCountToCompare=5,
+                   metricKey=metric, selectedMetricKeys=[metric], lineSmoothness=0, xAxisScaleType="linear",
+                   scaleType="linear", xAxisKey="step", selectedXAxisMetricKey="", yAxisKey="metric",
+                   yAxisExpressions=[], ignoreOutliers=False, useGlobalXaxisKey=False,
+                   useGlobalLineSmoothing=True,
+                   range={"xMin": None, "xMax": None, "yMin": None, "yMax": None})]
+    if space.params:
+        made.append(_chart("PARALLEL", "gansweep-params", f"params against {metric}", runsCountToCompare=20,
+                           selectedParams=list(space.params), selectedMetrics=[metric], showAllRuns=False))
+    if space.trainer in GAN_TRAINERS:  # step 1: every trial has it, stopped early or not
+        made.append(_chart("IMAGE", "gansweep-samples", "sample grids", imageKeys=[SAMPLES], step=1,
+                           showRunParams=True))
+    return made
+
+
+def state(space: SearchSpace, parent_run_id: str) -> dict:
+    """The view: this sweep's trials (flat, its parent filtered out), best first, and its charts."""
+    return {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`{space.primary_metric}`", "orderByAsc": space.primary_mode == "min",
+        "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": columns(space), "columnOrder": [], "columnWidths": {},
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts(space),
+        "compareRunSections": [{"uuid": "gansweep-section", "name": SECTION, "display": True,
+                                "isReordered": False, "deleted": False, "isGenerated": False}],
+        "viewMaximized": False, "runListHidden": False, "isAccordionReordered": False, "groupBy": None,
+        "groupsExpanded": {}, "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+    }
+
+
+def envelope(name: str, view: dict, now_ms: int) -> str:
+    """What the UI saves: the view's name and times around its state (a JSON string)."""
+    return json.dumps({"name": name, "createdAt": now_ms, "updatedAt": now_ms,
+                       "state": json.dumps(view, separators=(",", ":"))}, separators=(",", ":"))
+
+
+def write(client: MlflowClient, experiment_id: str, space: SearchSpace, parent_run_id: str,
+          sweep_name: str) -> str:
+    """Save the sweep's view on its experiment; its key."""
+    key = key_of(parent_run_id)
+    value = envelope(f"{sweep_name}: {space.primary_metric}", state(space, parent_run_id),
+                     int(time.time() * 1000))
+    if len(value) > LIMIT:  # a space with very many params: the table alone still ranks it
+        view = {**state(space, parent_run_id), "compareRunCharts": [], "compareRunSections": []}
+        value = envelope(f"{sweep_name}: {space.primary_metric}", view, int(time.time() * 1000))
+    client.set_experiment_tag(experiment_id, PREFIX + key, value)
+    return key
+
+
+def read(client: MlflowClient, experiment_id: str, key: str) -> dict | None:
+    """A saved view's state, as the UI decodes it (None if there is none)."""
+    value = client.get_experiment(experiment_id).tags.get(PREFIX + key)
+    return None if value is None else json.loads(json.loads(value)["state"])
+
+
+def link(tracking_uri: str, experiment_id: str, key: str | None = None) -> str:
+    """The runs table of an experiment in MLflow 3's UI, opened on the sweep's view."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    url = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{url}&viewStateShareKey={quote(key)}" if key else url
