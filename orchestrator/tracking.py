@@ -9,6 +9,7 @@ process ever opens the tracking store: no SQLite write contention, no credential
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import torch
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -208,7 +210,12 @@ class TrackingCallback(tune.Callback):
                 RunTag(tags.PLACEMENTS, json.dumps(history))]
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        """Each epoch's sample grid, read from the checkpoint in the sweep's storage."""
+        """Each epoch's sample grid (or confusion matrix), read from the checkpoint in the sweep's storage.
+
+        As a file, `samples/epoch_NNN.png` (a stable path: the registry's description names the
+        champion's last one, and a user downloads it as it is), and the sample grid also as an
+        MLflow image (key `samples`, step = epoch), which the UI's chart view shows for several runs
+        side by side with a step slider (the ready view's image grid, ui_view)."""
         run_id = self.run_of(trial, trials)
         fs, path = checkpoint.filesystem, checkpoint.path
         epoch = json.loads(_read(fs, f"{path}/{METRICS_FILE}"))["epoch"]
@@ -221,6 +228,10 @@ class TrackingCallback(tune.Callback):
                 picture = Path(tmp) / f"epoch_{epoch:03d}.png"
                 picture.write_bytes(data)
                 self.client.log_artifact(run_id, str(picture), name)
+                if name == ui_view.SAMPLES:
+                    with Image.open(io.BytesIO(data)) as image:
+                        image.load()
+                        self.client.log_image(run_id, image, key=name, step=epoch, synchronous=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self.run_of(trial, trials)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,6 +57,14 @@ def epochs_logged(client: MlflowClient, run) -> list[int]:
     return [m.step for m in sorted(client.get_metric_history(run.info.run_id, "fid"), key=lambda m: m.step)]
 
 
+def image_steps(client: MlflowClient, run) -> list[int]:
+    """The steps of a run's `samples` images, as MLflow 3.17 stores them for its UI:
+    images/samples+step+<step>+timestamp+<ms>+<uuid>.png (and a compressed .webp beside it)."""
+    files = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    return sorted(int(f.split("+")[2]) for f in files
+                  if f.startswith("images/samples+step+") and f.endswith(".png"))
+
+
 def test_tiny_sweep_one_run_per_trial_asha_stops_some(tmp_path, tiny, ray_address, capsys):
     space = write_space(tmp_path, tiny)
     assert main(sweep_args(tmp_path, space, ray_address)) == 0
@@ -74,6 +83,8 @@ def test_tiny_sweep_one_run_per_trial_asha_stops_some(tmp_path, tiny, ray_addres
         assert {"g_loss", "d_loss", "kid", "inception_score", "d_acc"} <= set(kid.data.metrics)
         samples = [a.path for a in client.list_artifacts(kid.info.run_id, "samples")]
         assert f"samples/epoch_{len(epochs):03d}.png" in samples
+        assert image_steps(client, kid) == epochs, "the grids as MLflow images: one per epoch"
+        assert kid.data.tags["mlflow.loggedImages"] == "True", "what the UI's image grid looks for"
         models = client.search_logged_models([kid.info.experiment_id],
                                              filter_string=f"source_run_id = '{kid.info.run_id}'")
         assert {m.name for m in models} == {"generator", "discriminator"}
@@ -84,6 +95,10 @@ def test_tiny_sweep_one_run_per_trial_asha_stops_some(tmp_path, tiny, ray_addres
 
     out = capsys.readouterr().out
     assert "Best trial: t0" in out and "mlflow ui" in out
+    assert f"runs?workflowType=machine_learning&viewStateShareKey=gansweep-{parent.info.run_id}\n" in out
+    view = client.get_experiment(parent.info.experiment_id).tags[
+        f"mlflow.sharedViewState.gansweep-{parent.info.run_id}"]
+    assert "metrics.`fid`" in json.loads(json.loads(view)["state"])["selectedColumns"]
     assert f"orchestrator promote tiny --tracking-uri sqlite:///{tmp_path}/mlflow.db" in out, "the same store"
 
 
