@@ -112,6 +112,33 @@ def _refuse_if_not_better(candidate: Candidate, current: ModelVersion, metric: s
             f"good ({mode}). Use --force to promote anyway.")
 
 
+PICTURE_TAG = {GENERATOR: "samples", CLASSIFIER: "confusion_matrix"}  # the run's per-epoch picture folder
+
+
+def last_picture(client: MlflowClient, run_id: str, part: str) -> str | None:
+    """The run's picture of its last epoch (samples/epoch_NNN.png) as a `runs:/` URI, or None."""
+    folder = PICTURE_TAG[part]
+    files = sorted(a.path for a in client.list_artifacts(run_id, folder) if a.path.endswith(".png"))
+    return f"runs:/{run_id}/{files[-1]}" if files else None
+
+
+def describe(candidate: Candidate, sweep: Sweep, metric: str, mode: str, part: str,
+             picture: str | None) -> str:
+    """The version's description on the Models page: why it is the champion, and where it came from."""
+    better = "lower" if mode == "min" else "higher"
+    lines = [f"**{metric} {candidate.value:.4g}** ({better} is better): the best finished trial of its sweep "
+             f"by {metric}.", "",
+             f"- sweep: `{sweep.parent.info.run_name}` (run `{sweep.parent.info.run_id}`), "
+             f"experiment `{sweep.experiment_name}`",
+             f"- trial: `{candidate.run_name}` (run `{candidate.run_id}`)"]
+    if candidate.params:
+        lines.append("- params: " + ", ".join(f"{k}={v}" for k, v in candidate.params.items()))
+    if picture:
+        what = "sample grid" if part == GENERATOR else "confusion matrix"
+        lines.append(f"- {what} of its last epoch: `{picture}`")
+    return "\n".join(lines)
+
+
 @dataclass
 class Promotion:
     name: str
@@ -134,11 +161,15 @@ def promote(client: MlflowClient, sweep: Sweep, name: str, metric: str, mode: st
             description=f"The {part}s promoted from sweeps of {sweep.experiment_name}")
     # The logged model's own location as source, with its run and id: a `models:/<id>` source
     # makes a local (sqlite) registry look the id up in the process-wide store.
+    picture = last_picture(client, candidate.run_id, part)
     version = client.create_model_version(
         name, candidate.location, run_id=candidate.run_id, model_id=candidate.model_id, tags={
             "metric": metric, "metric_value": repr(candidate.value), "mode": mode,
-            "sweep_run_id": sweep.parent.info.run_id, "run_id": candidate.run_id,
-            "run_name": candidate.run_name, "params": json.dumps(candidate.params)})
+            "sweep_run_id": sweep.parent.info.run_id, "sweep_run_name": sweep.parent.info.run_name,
+            "run_id": candidate.run_id, "run_name": candidate.run_name,
+            "params": json.dumps(candidate.params),
+            **({PICTURE_TAG[part]: picture} if picture else {})},
+        description=describe(candidate, sweep, metric, mode, part, picture))
     _note_version(client, candidate.model_id, version)
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current.version)

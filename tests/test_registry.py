@@ -37,7 +37,7 @@ def metrics_of(trainer: str, score: float) -> dict[str, float]:
 
 def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: bool = False,
               without_model: tuple[str, ...] = (), trainer: str = "dcgan",
-              no_test_acc: tuple[str, ...] = ()) -> str:
+              no_test_acc: tuple[str, ...] = (), with_samples: tuple[str, ...] = ()) -> str:
     """A sweep as `sweep` leaves it: a parent run, one child per trial with metrics and its model
     (a generator, or a classifier: the trainer decides, as it does for a real sweep)."""
     client = MlflowClient(uri)
@@ -60,6 +60,9 @@ def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: 
             if not (key == "test_acc" and name in no_test_acc):
                 client.log_metric(run_id, key, value, step=3)
         client.log_metric(run_id, "epoch", 3, step=3)
+        if name in with_samples:  # as the tracking callback leaves them: one grid per epoch
+            for epoch in (1, 2, 3):
+                client.log_text(run_id, "png", f"samples/epoch_{epoch:03d}.png")
         if name not in without_model:
             model = (models.build(config, channels=1, image_size=28, num_classes=3)[0] if is_gan
                      else torch.nn.Linear(4, 3))
@@ -144,6 +147,25 @@ def test_promote_min_max_refuse_force_rollback_generate(store, tmp_path, capsys)
     out = tmp_path / "grid.png"
     assert cli(store, "generate", "models:/exp-generator@champion", "--n", "16", "--out", str(out)) == 0
     assert Image.open(out).size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 grid of 28 px, 2 px padding
+
+
+def test_the_promoted_version_says_why(store):
+    parent = log_sweep(store, "exp", {"t001": 50.0, "t002": 20.0}, with_samples=("t001", "t002"))
+    assert cli(store, "promote", "exp") == 0
+    client = MlflowClient(store)
+    version = client.get_model_version_by_alias("exp-generator", "champion")
+    run_id = version.run_id
+    assert {k: version.tags[k] for k in ("metric", "metric_value", "mode", "sweep_run_id", "sweep_run_name",
+                                         "run_name", "samples")} == {
+        "metric": "fid", "metric_value": "20.0", "mode": "min", "sweep_run_id": parent,
+        "sweep_run_name": "sweep exp", "run_name": "t002", "samples": f"runs:/{run_id}/samples/epoch_003.png"}
+    assert version.description.splitlines() == [
+        "**fid 20** (lower is better): the best finished trial of its sweep by fid.", "",
+        f"- sweep: `sweep exp` (run `{parent}`), experiment `exp`",
+        f"- trial: `t002` (run `{run_id}`)",
+        "- params: lr=0.0002",
+        f"- sample grid of its last epoch: `runs:/{run_id}/samples/epoch_003.png`"]
+    assert client.get_registered_model("exp-generator").latest_versions[0].description == version.description
 
 
 def test_a_better_sweep_replaces_the_champion(store):
