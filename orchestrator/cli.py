@@ -124,6 +124,33 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace) -> int:
+    """The newest sweep's ready view: `mlflow ui` started on a local store, or the server's link."""
+    import signal
+
+    from orchestrator import ui_view
+
+    tracking_uri = store.tracking_uri(args.tracking_uri)
+    client = store.connect(tracking_uri, create=False)
+    if store.is_server(tracking_uri):
+        print(f"Runs, curves and sample grids: {ui_view.newest_link(client, tracking_uri, args.experiment)}")
+        return 0
+    port = args.port or ui_view.free_port()
+    link = ui_view.newest_link(client, f"http://127.0.0.1:{port}", args.experiment)
+    print(f"starting mlflow ui on {tracking_uri} (port {port}) ...", flush=True)
+    server = ui_view.serve(tracking_uri, port)
+    print(f"Runs, curves and sample grids: {link}\nStop it with Ctrl-C.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server as Ctrl-C does
+    try:
+        return server.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the server too
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m orchestrator",
@@ -188,6 +215,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     tracking(g)
     g.set_defaults(func=generate)
+
+    u = commands.add_parser("ui", help="open the newest sweep's ready view: starts `mlflow ui` on a local "
+                                       "store, or prints the link of the server given by --tracking-uri")
+    u.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
+    u.add_argument("--port", type=int, help="port of the local `mlflow ui` (default: a free one)")
+    tracking(u)
+    u.set_defaults(func=ui)
 
     c = commands.add_parser("check-cluster", help="check a Ray cluster launcher config before `ray up`",
                             description="Ray's own launcher validation (what `ray up` runs, without "

@@ -122,3 +122,46 @@ def link(tracking_uri: str, experiment_id: str, key: str | None = None) -> str:
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     url = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     return f"{url}&viewStateShareKey={quote(key)}" if key else url
+
+
+# -- `python -m orchestrator ui` -----------------------------------------------------------------
+def newest_link(client: MlflowClient, base: str, experiment: str | None) -> str:
+    """The ready view of the newest sweep (of the experiment, or of the store), served at base."""
+    from orchestrator.runs import latest_sweep
+
+    sweep = latest_sweep(client, experiment)
+    key = key_of(sweep.parent.info.run_id)
+    saved = key if read(client, sweep.experiment_id, key) is not None else None  # sweeps before views
+    return link(base, sweep.experiment_id, saved)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(tracking_uri: str, port: int, timeout_s: float = 120.0):
+    """`mlflow ui` on a local store, on 127.0.0.1:port, once it answers; its process."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from orchestrator.errors import LookupProblem
+
+    # In this command's process group: a terminal's Ctrl-C (or a kill of the group) stops it too.
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise LookupProblem(f"mlflow ui did not start on port {port} "
+                                    f"(exit code {process.poll()}): see its output above") from None
+            time.sleep(0.5)

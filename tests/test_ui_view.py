@@ -4,6 +4,7 @@ from a real MLflow store as the UI (3.17) decodes it, and the link the closing m
 from __future__ import annotations
 
 import json
+import time
 
 import mlflow
 import pytest
@@ -97,3 +98,48 @@ def test_a_sweep_without_a_view_gets_one_at_its_end(tmp_path, capsys):
     summary.finish(client, experiment, parent, space, uri)
     assert ui_view.read(client, experiment, ui_view.key_of(parent))["orderByKey"] == "metrics.`fid`"
     assert f"viewStateShareKey=gansweep-{parent}" in capsys.readouterr().out
+
+
+def test_ui_serves_the_store_and_prints_the_newest_sweeps_view(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    uri, client, experiment, parent, _ = started(tmp_path, "dcgan", "fid", "min")
+    ui = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--tracking-uri", uri],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        said = []
+        while not any(line.startswith("Runs, curves") for line in said):
+            line = ui.stdout.readline()
+            assert line, "".join(said)[-3000:]
+            said.append(line)
+        link = said[-1].split(": ", 1)[1].strip()
+        base = link.split("/#/")[0]
+        assert link == (f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+                        f"&viewStateShareKey=gansweep-{parent}")
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            assert page.status == 200 and "<title>MLflow" in page.read().decode()
+        api = f"{base}/api/2.0/mlflow/experiments/get?experiment_id={experiment}"
+        with urllib.request.urlopen(api, timeout=10) as answer:
+            served = {t["key"] for t in json.load(answer)["experiment"]["tags"]}
+        assert f"mlflow.sharedViewState.gansweep-{parent}" in served, "the UI reads the view from there"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the command and the mlflow ui it started, nothing else
+        ui.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and group_alive(ui.pid):
+        time.sleep(0.5)
+    assert not group_alive(ui.pid), "the mlflow ui it started is stopped with it"
+
+
+def group_alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
