@@ -1,21 +1,53 @@
-"""What every benchmark ends with: a markdown table on stdout and the same numbers as JSON."""
+"""What every benchmark ends with: a markdown table on stdout and the same numbers as JSON.
+
+Each benchmark module has `tables(quick: bool, device: str) -> list[Table]` (what
+`python -m benchmarks` runs, one after another) and `main(argv) -> int` (to run it alone).
+"""
 
 from __future__ import annotations
 
 import json
 import platform
+import statistics
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+
+@dataclass
+class Table:
+    """One table of figures: rows of rates or ratios measured side by side in the same run."""
+    name: str  # short key, also the JSON key: "throughput", "packing", ...
+    title: str  # one line above the table, saying what the figures are and how many repeats
+    header: Sequence[str]
+    rows: list[Sequence[Any]]
+    notes: list[str] = field(default_factory=list)  # lines under the table: targets met or missed, why
+    details: dict[str, Any] = field(default_factory=dict)  # raw measurements, only in the JSON
+
+    def markdown(self) -> str:
+        text = f"### {self.title}\n\n{markdown_table(self.header, self.rows)}\n"
+        return text + "".join(f"\n{note}" for note in self.notes) + ("\n" if self.notes else "")
 
 
-def machine(device: torch.device) -> dict[str, Any]:
+def machine(device: Any) -> dict[str, Any]:
     """Where the numbers were taken: compare only tables taken on the same kind of machine."""
+    import torch
+
+    device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"device": str(device), "gpu": gpu, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "cores": _cores(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -28,6 +60,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def as_json(tables: Sequence[Table]) -> dict[str, Any]:
+    return {table.name: asdict(table) for table in tables}
+
+
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
