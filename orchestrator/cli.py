@@ -1,4 +1,8 @@
-"""`python -m orchestrator sweep ...`: the command line of gansweep."""
+"""`python -m orchestrator sweep ...`: the command line of gansweep.
+
+Each command imports what it needs (Optuna, Ray, MLflow, torch) inside its own function, so that
+`--help` and the light commands answer at once (tests/test_imports.py guards it).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import store
 from orchestrator.errors import GansweepError, LookupProblem, UsageError
-from orchestrator.space import SearchSpace, load_space, parse_overrides, trial_label
+
+if TYPE_CHECKING:
+    from orchestrator.space import SearchSpace
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
 
@@ -34,6 +41,8 @@ def preview(space: SearchSpace, n: int = 10) -> str:
     """The first trials the sampler would start, with their resources (for --dry-run)."""
     import optuna
 
+    from orchestrator.space import trial_label
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if space.is_pbt:
         return "PBT: the initial population is sampled by Tune from the params above."
@@ -55,6 +64,7 @@ def preview(space: SearchSpace, n: int = 10) -> str:
 def sweep(args: argparse.Namespace) -> int:
     from orchestrator import model_sources, warm_start
     from orchestrator import sweep as sweeps  # imports Ray: only once the input is known good
+    from orchestrator.space import load_space, parse_overrides
 
     overrides = parse_overrides(args.set)
     space = load_space(args.space or QUICKSTART, overrides)

@@ -8,19 +8,19 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from mlflow.entities import Run  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from orchestrator import store, tags, ui_view
+from orchestrator.runs import children
+from trainers.catalog import GAN_TRAINERS
 
-from orchestrator import store, tags, ui_view  # noqa: E402
-from orchestrator.runs import children  # noqa: E402
-from orchestrator.space import SearchSpace  # noqa: E402
-from trainers.catalog import GAN_TRAINERS  # noqa: E402
+if TYPE_CHECKING:  # Optuna and matplotlib are imported where the pictures are made, not for `report`
+    import optuna
+
+    from orchestrator.space import SearchSpace
 
 
 @dataclass
@@ -95,6 +95,8 @@ def ui_link(tracking_uri: str, experiment: str, parent: str) -> str:
 
 def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
     """An Optuna study rebuilt from the finished runs, for Optuna's importance and coordinate plots."""
+    import optuna
+
     distributions = space.optuna_distributions()
     study = optuna.create_study(direction="minimize" if space.primary_mode == "min" else "maximize")
     for row in rows:
@@ -111,6 +113,8 @@ def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
 
 
 def typed(text: str, dist):
+    import optuna
+
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return next(c for c in dist.choices if str(c) == text)
     if isinstance(dist, optuna.distributions.IntDistribution):
@@ -120,6 +124,9 @@ def typed(text: str, dist):
 
 def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, directory: Path) -> list[Path]:
     """Parameter importances, parallel coordinates, and the metric curves of the best trials."""
+    import optuna
+
+    plt = _pyplot()
     made = []
     metric = space.primary_metric
     best = [r for r in rows if math.isfinite(r.value)][:5]
@@ -181,8 +188,18 @@ def print_pareto_front(rows: list[Row], space: SearchSpace) -> None:
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
+
+
+def _pyplot():
+    """pyplot on the Agg backend (files only, no display), set before pyplot or Optuna's plots load it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
 
 
 def best_metrics(row: Row, space: SearchSpace) -> str:
