@@ -1,0 +1,139 @@
+"""Command latency: how long gansweep's commands take to answer, against MLflow's own CLI.
+
+    python -m benchmarks.latency [--quick] [--repeats N] [--json PATH]
+
+Each figure is the wall time of a fresh subprocess (Python start, imports, the command itself):
+`python -c pass` (the floor), `python -m orchestrator --help`, `promote --help`, and
+`report <experiment>` on a local sqlite store, against `mlflow runs list --experiment-id <id>` on
+the same store. The store is prepared once: one sweep as the tracking callback records it (a parent
+run tagged as a sweep, 16 trial runs nested under it with params, 10 epochs of metrics each, and
+their status tags), so `report` ranks real runs. After one warm-up round (disk caches, .pyc files)
+the commands alternate round after round, so that drift in the machine's load hits all of them;
+the table gives the median of the rounds and its ratio to the median of `mlflow runs list`.
+`--device` is accepted for the common interface and ignored: nothing here uses an accelerator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.report import Table, as_json, machine, median, write_json
+
+EXPERIMENT = "latency-bench"
+TRIALS, EPOCHS = 16, 10
+BASELINE = "mlflow runs list"
+
+
+def prepare_store(folder: Path) -> tuple[str, str]:
+    """A sqlite store holding one finished sweep, logged as orchestrator/tracking.py logs one:
+    returns (tracking URI, experiment id)."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import tags
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
+    parent = client.create_run(experiment, run_name="sweep bench", tags={
+        tags.ROLE: "sweep", tags.TRAINER: "dcgan", tags.METRIC: "fid", tags.MODE: "min",
+        tags.SAMPLER: "tpe", tags.SCHEDULER: "asha"}).info.run_id
+    rng = random.Random(0)
+    for index in range(1, TRIALS + 1):
+        config = {"lr": 10 ** rng.uniform(-4.5, -3), "beta1": round(rng.uniform(0.0, 0.9), 3),
+                  "loss": rng.choice(["bce", "lsgan", "hinge"]), "batch_size": rng.choice([32, 64]),
+                  "epochs": EPOCHS, "dataset": "mnist5k"}
+        run = client.create_run(experiment, run_name=f"t{index:03d}", tags={
+            "mlflow.parentRunId": parent, tags.TRIAL_ID: f"bench_{index:05d}", tags.STATUS: "running",
+            tags.TRAINER: "dcgan"}).info.run_id
+        client.log_batch(run, params=[Param(k, str(v)) for k, v in sorted(config.items())])
+        for epoch in range(1, EPOCHS + 1):
+            fid = 300 * math.exp(-epoch * config["lr"] * 2000) + rng.uniform(0, 20)
+            values = {"epoch": epoch, "fid": fid, "kid": fid / 1000, "g_loss": rng.uniform(0.5, 3),
+                      "d_loss": rng.uniform(0.2, 1.4), "epoch_time_s": rng.uniform(5, 9)}
+            now = int(time.time() * 1000)
+            client.log_batch(run, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])
+        client.set_tag(run, tags.STATUS, "finished")
+        client.set_terminated(run, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    return uri, experiment
+
+
+def commands(uri: str, experiment_id: str) -> dict[str, tuple[list[str], float | None]]:
+    """Label -> (argv, target in seconds or None)."""
+    python = sys.executable
+    return {
+        "python -c pass": ([python, "-c", "pass"], None),
+        "orchestrator --help": ([python, "-m", "orchestrator", "--help"], 1.0),
+        "orchestrator promote --help": ([python, "-m", "orchestrator", "promote", "--help"], 1.0),
+        "orchestrator report": ([python, "-m", "orchestrator", "report", EXPERIMENT,
+                                 "--tracking-uri", uri], 2.0),
+        BASELINE: ([python, "-m", "mlflow", "runs", "list", "--experiment-id", experiment_id], None),
+    }
+
+
+def wall_time(argv: list[str], env: dict[str, str]) -> float:
+    began = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
+    repeats = repeats or (3 if quick else 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        print("preparing the store ...", file=sys.stderr, flush=True)
+        uri, experiment_id = prepare_store(Path(tmp))
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}  # what `mlflow runs list` reads
+        cases = commands(uri, experiment_id)
+        times: dict[str, list[float]] = {label: [] for label in cases}
+        for repeat in range(repeats + 1):  # round 0 warms the disk cache and .pyc files
+            print(f"round {repeat} of {repeats} ...", file=sys.stderr, flush=True)
+            for label, (argv, _) in cases.items():
+                seconds = wall_time(argv, env)
+                if repeat:
+                    times[label].append(seconds)
+    medians = {label: median(values) for label, values in times.items()}
+    rows, notes = [], []
+    for label, (_, target) in cases.items():
+        met = "" if target is None else ("yes" if medians[label] < target else "no")
+        rows.append((label, f"{medians[label]:.2f}", f"{medians[label] / medians[BASELINE]:.2f}",
+                     "" if target is None else f"< {target:g} s", met))
+        if met == "no":
+            notes.append(f"{label}: {medians[label]:.2f} s misses its target of {target:g} s "
+                         f"by {medians[label] - target:.2f} s.")
+    return [Table(name="latency",
+                  title=f"Command latency: wall time of a fresh process, median of {repeats} alternating "
+                        f"rounds (store: 1 sweep, {TRIALS} trials x {EPOCHS} epochs)",
+                  header=("command", "median s", f"ratio to `{BASELINE}`", "target", "met?"),
+                  rows=rows, notes=notes, details={"seconds": times, "repeats": repeats})]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
+    parser.add_argument("--device", default="auto", help="ignored: the commands run on the CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (3 quick, 5)")
+    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/latency.json"))
+    args = parser.parse_args(argv)
+    result = tables(args.quick, args.device, args.repeats)
+    for table in result:
+        print(table.markdown())
+    write_json(args.json, {**as_json(result), "machine": machine("cpu")})
+    print(f"written: {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
