@@ -33,6 +33,7 @@ from orchestrator import cluster_resources, model_sources, store, summary, tags,
 from orchestrator import storage as storages
 from orchestrator.collapse import Stop
 from orchestrator.errors import UsageError
+from orchestrator.prepare import prepare_nodes
 from orchestrator.progress import InterruptWatch, ProgressCallback, interrupted
 from orchestrator.rotation import CheckpointRotation
 from orchestrator.space import SearchSpace, load_space, trial_label
@@ -208,6 +209,7 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
                 raise UsageError(problem)
             place = storage_join(settings.storage, f"{settings.tune_name}/{SOURCES_DIR}")
             space = model_sources.stage(space, sources, place)
+            prepare_nodes(space)  # data and evaluator once per node, before any trial
             return fit(space, settings, tracking_uri, parent, sources, warm)
         finally:
             ray.shutdown()

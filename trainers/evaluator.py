@@ -73,6 +73,11 @@ def cache_key(config: dict[str, Any], data: ImageData) -> str:
     return f"{data.name}-{data.image_size}px-{digest}"
 
 
+def cached_path(config: dict[str, Any], data: ImageData) -> Path:
+    """Where the evaluator of this dataset is kept (it may not be there yet)."""
+    return cache_root() / "evaluators" / f"{cache_key(config, data)}.pt"
+
+
 def load_or_train(config: dict[str, Any], data: ImageData, device: torch.device) -> EvaluatorNet:
     """The cached evaluator for this dataset, trained first if missing (once per node: locked).
 
@@ -81,7 +86,7 @@ def load_or_train(config: dict[str, Any], data: ImageData, device: torch.device)
     """
     rotation = data.num_classes < 2
     net = EvaluatorNet(data.channels, 4 if rotation else data.num_classes)
-    path = cache_root() / "evaluators" / f"{cache_key(config, data)}.pt"
+    path = cached_path(config, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():

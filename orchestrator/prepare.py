@@ -1,0 +1,104 @@
+"""Before the first trial: the dataset and the evaluator network every trial needs, made ready on
+every node that can run a trial (trainers/prepare.py), one Ray task per node, all at once.
+
+Without it the first trials of a sweep on a cold cache each wait on the cache's lock while one of
+them trains the evaluator, and their slots idle for a minute. A dataset that cannot be found or
+downloaded ends the sweep here, before any trial, with the trainer's own message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from orchestrator.space import SearchSpace, SpaceError
+from orchestrator.space_checks import finite_values
+from trainers.catalog import GAN_TRAINERS
+from trainers.config import ConfigError
+from trainers.prepare import DEFINING_KEYS
+
+MAX_CONFIGS = 8  # data configs prepared at most (the choices of sampled data params, multiplied)
+UNSET = object()  # a conditional param left out of a trial
+
+
+def data_configs(space: SearchSpace) -> tuple[list[dict[str, Any]], str | None]:
+    """The fixed values of each distinct data config the space's trials can have: one for each
+    combination of the choices of sampled data params. None of them, and the reason, when a data
+    param is sampled from a range or they would be too many: trials then prepare their own."""
+    sampled = {name: p for name, p in space.params.items() if name in DEFINING_KEYS}
+    choices: dict[str, list[Any]] = {}
+    for name, p in sampled.items():
+        values = finite_values(p)
+        if values is None:
+            return [], f"{name} is sampled from a range"
+        choices[name] = [*values, UNSET] if p.when else values  # UNSET: the trainer's default
+    count = math.prod(len(values) for values in choices.values())
+    if count > MAX_CONFIGS:
+        return [], f"the choices of {' and '.join(choices)} make {count} data configs"
+    combinations = [dict(zip(choices, chosen, strict=True))
+                    for chosen in itertools.product(*choices.values())]
+    return [{**space.fixed, **{k: v for k, v in chosen.items() if v is not UNSET}}
+            for chosen in combinations], None
+
+
+def trial_nodes(space: SearchSpace) -> dict[str, int]:
+    """The live nodes with room for one trial (not a head that takes no trials): id -> its CPUs."""
+    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
+    return {node["NodeID"]: max(1, int(node["Resources"].get("CPU", 1))) for node in ray.nodes()
+            if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v)}
+
+
+@ray.remote(max_retries=0)
+def _prepare_node(trainer: str, configs: list[dict[str, Any]], threads: int) -> list[str] | ConfigError:
+    """Runs on one node with one trial's resources, and as many torch threads as the node has CPUs
+    (no trial runs yet). A ConfigError comes back as the value (with its key), not as a task error."""
+    from trainers.prepare import prepare
+
+    try:
+        return [prepare(trainer, config, threads) for config in configs]
+    except ConfigError as err:
+        return err
+
+
+def prepare_nodes(space: SearchSpace) -> None:
+    """Prepare the space's data configs on every node that can run a trial; raise SpaceError
+    (exit 2, nothing in MLflow yet) when a dataset cannot be loaded."""
+    configs, skipped = data_configs(space)
+    nodes = trial_nodes(space)
+    if skipped or not nodes:
+        why = skipped or "no node can run a trial yet"
+        print(f"not preparing data before the trials ({why}): each trial prepares its own", file=sys.stderr)
+        return
+    datasets = ", ".join(dict.fromkeys(str(c.get("dataset", "the default dataset")) for c in configs))
+    what = "data and evaluator" if space.trainer in GAN_TRAINERS else "data"
+    count = f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}"
+    print(f"preparing {datasets} {what} on {count} ...", file=sys.stderr, flush=True)
+    began = time.perf_counter()
+    tasks = [_prepare_node.options(
+        num_cpus=space.resources.cpu, num_gpus=space.resources.gpu,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(space.trainer, configs, cpus) for node, cpus in nodes.items()]
+    try:
+        results = ray.get(tasks)
+    except ray.exceptions.RayError as err:  # a node lost, a crash: the trials still prepare their own
+        print(f"preparing failed ({type(err).__name__}: {str(err).splitlines()[0]}): each trial prepares "
+              "its own", file=sys.stderr)
+        return
+    for result in results:
+        if isinstance(result, ConfigError):
+            raise SpaceError(space.path, field_of(space, result.key), str(result))
+    done = sorted({line for lines in results for line in lines})
+    print(f"prepared in {time.perf_counter() - began:.1f} s ({'; '.join(done)})", file=sys.stderr)
+
+
+def field_of(space: SearchSpace, key: str | None) -> str:
+    """Where the space sets a config key: `--set KEY`, `params.KEY` or `fixed.KEY`."""
+    if key in space.overrides:
+        return f"--set {key}"
+    return f"params.{key}" if key in space.params else f"fixed.{key or '?'}"
