@@ -9,6 +9,7 @@ process ever opens the tracking store: no SQLite write contention, no credential
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from orchestrator.outcome import (
     outcome_of,
 )
 from orchestrator.progress import interrupted
+from orchestrator.record_queue import RecordQueue
 from orchestrator.space import SearchSpace
 from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
 from trainers import catalog
@@ -50,6 +53,7 @@ from trainers import checkpoint as checkpoints
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
+BATCH_METRICS = 900  # MLflow's log_batch takes at most 1000 metrics, params and tags together
 
 
 def experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str:
@@ -97,9 +101,33 @@ def latest_parent(client: MlflowClient, experiment: str):
     return runs[0] if runs else None
 
 
+@dataclass(frozen=True)
+class TrialState:
+    """What the writer needs of a Tune trial, copied at the event: Tune goes on changing the trial."""
+    trial_id: str
+    label: str  # str(trial): t007
+    config: dict[str, Any]
+    num_failures: int
+    checkpoint: Any  # its newest checkpoint (ray.tune.Checkpoint), or None
+
+    @classmethod
+    def of(cls, trial) -> TrialState:
+        return cls(trial.trial_id, str(trial), copy.deepcopy(dict(trial.config)), trial.num_failures,
+                   trial.checkpoint)
+
+
 class TrackingCallback(tune.Callback):
     """Pickled by Tune with the experiment (and unpickled by --resume): holds only names and ids,
-    and reconnects to the tracking server when it is set up again."""
+    and reconnects to the tracking server when it is set up again.
+
+    Tune's loop only copies what an event says and queues the writes (`RecordQueue`); one writer
+    thread does them in order, and owns every field below `writes` in `setup`. The queue is drained
+    before each of Tune's experiment snapshots (`get_state`), so a snapshot never knows a result
+    that the record lacks: a driver killed with writes still queued loses only results that
+    --resume has Tune report again. It is drained at the end (`on_experiment_end`, also after an
+    error or Ctrl-C). A write that fails (after MLflow's own HTTP retries) stops the writer and
+    fails the sweep at Tune's next event, as a failed write in the loop did before.
+    """
 
     def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace,
                  run_tags: dict[str, str]):
@@ -108,11 +136,13 @@ class TrackingCallback(tune.Callback):
 
     def setup(self, **info):
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
         self.spec = catalog.get(self.space.trainer)
+        self.checked_lost = False
+        self.writes = RecordQueue("tracking")
+        # written and read by the writer thread only
+        self.client = MlflowClient(self.tracking_uri)
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
-        self.checked_lost = False
         self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
         self.open_runs: set[str] = set()  # started and not yet closed
         self.placements: dict[str, list[dict[str, Any]]] = {}  # run id -> where its epochs ran
@@ -121,8 +151,46 @@ class TrackingCallback(tune.Callback):
         keep = ("tracking_uri", "experiment", "parent", "space", "run_tags")
         return {k: v for k, v in self.__dict__.items() if k in keep}
 
-    # -- runs ----------------------------------------------------------------------------------
-    def run_of(self, trial, trials) -> str:
+    # -- Tune events: in Tune's loop, which only queues ------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        if not self.checked_lost:
+            self.checked_lost = True
+            self.writes.submit(self._close_lost, {t.trial_id for t in trials})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.writes.submit(self._start, TrialState.of(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        # A writer behind the loop logs the epochs that piled up for a trial in one call.
+        self.writes.merge(trial.trial_id, self._log_results, (TrialState.of(trial), dict(result)))
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self.writes.submit(self._log_pictures, TrialState.of(trial), checkpoint)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.writes.submit(self._note_retry, TrialState.of(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.writes.submit(self._close, TrialState.of(trial), outcome_of(trial, self.spec.defaults["epochs"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.writes.submit(self._close, TrialState.of(trial), outcome_of(trial, self.spec.defaults["epochs"]))
+
+    def on_experiment_end(self, trials, **info):
+        """Trials still running when the sweep ends are closed too: cut by the time budget, or
+        interrupted (Ctrl-C), in which case `--resume` opens their runs again. Then every write
+        is waited for."""
+        self.writes.submit(self._close_unfinished, list(trials), interrupted.is_set())
+        self.writes.close()
+
+    def get_state(self) -> None:
+        """Tune asks just before it writes its experiment snapshot: the record catches up first."""
+        if hasattr(self, "writes"):
+            self.writes.drain()
+        return None  # nothing of ours goes into the snapshot
+
+    # -- runs (the writer thread) ----------------------------------------------------------------
+    def run_of(self, trial: TrialState) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         found = self.client.search_runs(
@@ -138,9 +206,9 @@ class TrackingCallback(tune.Callback):
         self.runs[trial.trial_id] = run_id
         return run_id
 
-    def _create(self, trial) -> str:
-        config = dict(trial.config)
-        run = self.client.create_run(self.experiment, run_name=self.space.run_name(str(trial), config), tags={
+    def _create(self, trial: TrialState) -> str:
+        config, name = trial.config, self.space.run_name(trial.label, trial.config)
+        run = self.client.create_run(self.experiment, run_name=name, tags={
             "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
             tags.TRAINER: self.space.trainer, **self.run_tags,
         })
@@ -150,30 +218,26 @@ class TrackingCallback(tune.Callback):
         self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
         return run.info.run_id
 
-    # -- Tune events -----------------------------------------------------------------------------
-    def on_step_begin(self, iteration, trials, **info):
+    # -- writes (the writer thread) --------------------------------------------------------------
+    def _close_lost(self, known: set[str]) -> None:
         """After --resume: close the runs of trials that Tune never saved before the driver died.
 
         Tune snapshots its state every few seconds; a trial started just before a kill has an
         MLflow run but is unknown to the restored Tune, which samples a replacement instead.
         """
-        if self.checked_lost:
-            return
-        self.checked_lost = True
-        known = {t.trial_id for t in trials}
         for run in self.client.search_runs(
                 [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'"):
             if run.data.tags.get(tags.TRIAL_ID) not in known and run.info.status == "RUNNING":
                 self._record(run.info.run_id, LOST_OUTCOME)
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        run_id = self.run_of(trial, trials)
+    def _start(self, trial: TrialState) -> None:
+        run_id = self.run_of(trial)
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, tags.STATUS, "running")
         self.open_runs.add(run_id)
         self._note_new_config(run_id, trial)
 
-    def _note_new_config(self, run_id: str, trial) -> None:
+    def _note_new_config(self, run_id: str, trial: TrialState) -> None:
         """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
         if run_id not in self.configs:
             self.configs[run_id] = dict(self.client.get_run(run_id).data.params)
@@ -185,19 +249,28 @@ class TrackingCallback(tune.Callback):
             self.client.set_tag(run_id, tags.config_from_epoch(since), json.dumps(changed))
             known.update(changed)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.run_of(trial, trials)
-        epoch = int(result.get("epoch", 0))
-        if epoch <= self.logged_epoch.get(run_id, 0):
-            return  # already logged before a retry or a driver restart
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, epoch) for k, v in result.items()
-                   if k not in NOT_LOGGED and _is_number(v)]
-        run_tags = self._placement_tags(run_id, epoch, result)
-        if result.get("diverged"):
-            run_tags.append(RunTag(tags.STOP_REASON, result["stop_reason"]))
-        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
-        self.logged_epoch[run_id] = epoch
+    def _log_results(self, results: list[tuple[TrialState, dict[str, Any]]]) -> None:
+        """One trial's results in the order Tune gave them, in as few log_batch calls as MLflow allows."""
+        run_id = self.run_of(results[0][0])
+        metrics: list[Metric] = []
+        run_tags: dict[str, RunTag] = {}  # key -> its newest value
+        for _, result in results:
+            epoch = int(result.get("epoch", 0))
+            if epoch <= self.logged_epoch.get(run_id, 0):
+                continue  # already logged before a retry or a driver restart
+            now = int(time.time() * 1000)
+            metrics += [Metric(k, float(v), now, epoch) for k, v in result.items()
+                        if k not in NOT_LOGGED and _is_number(v)]
+            for tag in self._placement_tags(run_id, epoch, result):
+                run_tags[tag.key] = tag
+            if result.get("diverged"):
+                run_tags[tags.STOP_REASON] = RunTag(tags.STOP_REASON, result["stop_reason"])
+            self.logged_epoch[run_id] = epoch
+        for start in range(0, len(metrics), BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_METRICS],
+                                  tags=list(run_tags.values()) if start == 0 else [])
+        if run_tags and not metrics:
+            self.client.log_batch(run_id, tags=list(run_tags.values()))
 
     def _placement_tags(self, run_id: str, epoch: int, result: dict[str, Any]) -> list[RunTag]:
         """Tags for the node and GPUs of this result, when they differ from the last ones."""
@@ -209,14 +282,15 @@ class TrackingCallback(tune.Callback):
         return [RunTag(tags.NODE, where["node_id"]), RunTag(tags.GPUS, where["gpus"]),
                 RunTag(tags.PLACEMENTS, json.dumps(history))]
 
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+    def _log_pictures(self, trial: TrialState, checkpoint) -> None:
         """Each epoch's sample grid (or confusion matrix), read from the checkpoint in the sweep's storage.
 
         As a file, `samples/epoch_NNN.png` (a stable path: the registry's description names the
         champion's last one, and a user downloads it as it is), and the sample grid also as an
         MLflow image (key `samples`, step = epoch), which the UI's chart view shows for several runs
-        side by side with a step slider (the ready view's image grid, ui_view)."""
-        run_id = self.run_of(trial, trials)
+        side by side with a step slider (the ready view's image grid, ui_view). CheckpointRotation
+        deletes a checkpoint only once an experiment snapshot has passed it, so it is still there."""
+        run_id = self.run_of(trial)
         fs, path = checkpoint.filesystem, checkpoint.path
         epoch = json.loads(_read(fs, f"{path}/{METRICS_FILE}"))["epoch"]
         with tempfile.TemporaryDirectory() as tmp:
@@ -233,29 +307,22 @@ class TrackingCallback(tune.Callback):
                         image.load()
                         self.client.log_image(run_id, image, key=name, step=epoch, synchronous=True)
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        run_id = self.run_of(trial, trials)
-        self.client.set_tag(run_id, tags.RETRIES, str(trial.num_failures))
+    def _note_retry(self, trial: TrialState) -> None:
+        self.client.set_tag(self.run_of(trial), tags.RETRIES, str(trial.num_failures))
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(self.run_of(trial, trials), trial)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(self.run_of(trial, trials), trial)
-
-    def on_experiment_end(self, trials, **info):
-        """Trials still running when the sweep ends are closed too: cut by the time budget, or
-        interrupted (Ctrl-C), in which case `--resume` opens their runs again."""
+    def _close_unfinished(self, trials: list, was_interrupted: bool) -> None:
+        """The runs still open at the sweep's end (Tune's loop has stopped: its trials hold still)."""
         for trial in trials:
             run_id = self.runs.get(trial.trial_id)
             if run_id in self.open_runs:
-                if interrupted.is_set():
+                if was_interrupted:
                     self._record(run_id, INTERRUPTED_OUTCOME)
                 else:
-                    self._close(run_id, trial, budget_ran_out=True)
+                    outcome = outcome_of(trial, self.spec.defaults["epochs"], budget_ran_out=True)
+                    self._close(TrialState.of(trial), outcome)
 
-    def _close(self, run_id: str, trial, budget_ran_out: bool = False) -> None:
-        outcome = outcome_of(trial, self.spec.defaults["epochs"], budget_ran_out)
+    def _close(self, trial: TrialState, outcome: Outcome) -> None:
+        run_id = self.run_of(trial)
         if outcome.keeps_models:
             self._log_models(run_id, trial)
         self._record(run_id, outcome)
@@ -271,7 +338,7 @@ class TrackingCallback(tune.Callback):
         self.client.log_batch(run_id, tags=run_tags)
         self.client.set_terminated(run_id, outcome.run_status)
 
-    def _log_models(self, run_id: str, trial) -> None:
+    def _log_models(self, run_id: str, trial: TrialState) -> None:
         """The trial's last weights as MLflow PyTorch models (generator, discriminator, ...).
 
         A failure here is tagged on the run and printed, but never fails the trial or the sweep.
@@ -284,7 +351,7 @@ class TrackingCallback(tune.Callback):
             self.client.set_tag(run_id, tags.MODEL_ERROR, repr(err)[-5000:])
             print(f"warning: could not log the models of run {run_id}: {err!r}", file=sys.stderr)
 
-    def _export(self, run_id: str, trial) -> None:
+    def _export(self, run_id: str, trial: TrialState) -> None:
         with trial.checkpoint.as_directory() as directory:
             state = checkpoints.load(directory)["task"]
         models = self.spec.export(dict(trial.config), state)
