@@ -25,7 +25,9 @@ from trainers.catalog import GAN_TRAINERS
 
 PREFIX = "mlflow.sharedViewState."
 LIMIT = 20000  # MLflow's longest experiment tag value (and the UI's own limit for a view)
-SECTION = "Model metrics"  # the UI's section for metrics without a `/` in their name
+# The charts' own section. Not the UI's "Model metrics": the UI fills that one with a chart per
+# metric (a dozen for a GAN), which would bury the three that rank the sweep.
+SECTION = "Sweep: ranking, params, sample grids"
 SAMPLES = "samples"  # the image key of the sample grids (tracking.TrackingCallback.on_checkpoint)
 
 # The metrics a user compares beside the ranking one.
@@ -70,7 +72,7 @@ def charts(space: SearchSpace) -> list[dict]:
                            selectedParams=list(space.params), selectedMetrics=[metric], showAllRuns=False))
     if space.trainer in GAN_TRAINERS:  # step 1: every trial has it, stopped early or not
         made.append(_chart("IMAGE", "gansweep-samples", "sample grids", imageKeys=[SAMPLES], step=1,
-                           showRunParams=True))
+                           showRunParams=False))  # the run's name says its params; the grid gets the room
     return made
 
 
@@ -81,7 +83,9 @@ def state(space: SearchSpace, parent_run_id: str) -> dict:
         "orderByKey": f"metrics.`{space.primary_metric}`", "orderByAsc": space.primary_mode == "min",
         "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
-        "selectedColumns": columns(space), "columnOrder": [], "columnWidths": {},
+        "selectedColumns": columns(space), "columnWidths": {},
+        # The UI sorts metric columns by name unless told: the ranking metric comes first.
+        "columnOrder": ["attributes.`Run Name`", *columns(space)],
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": charts(space),
         "compareRunSections": [{"uuid": "gansweep-section", "name": SECTION, "display": True,
