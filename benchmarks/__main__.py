@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats (minutes)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--only", default=",".join(SUITE), help=f"comma-separated (default: {','.join(SUITE)})")
+    parser.add_argument("--only", default=",".join(SUITE), help="comma-separated names (default: the suite)")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/suite.json"))
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
