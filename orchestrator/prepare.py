@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.space import SearchSpace, SpaceError
 from orchestrator.space_checks import finite_values
-from trainers.catalog import GAN_TRAINERS
+from trainers import catalog
 from trainers.config import ConfigError
 from trainers.prepare import DEFINING_KEYS
 
@@ -47,21 +47,22 @@ def data_configs(space: SearchSpace) -> tuple[list[dict[str, Any]], str | None]:
             for chosen in combinations], None
 
 
-def trial_nodes(space: SearchSpace) -> dict[str, int]:
-    """The live nodes with room for one trial (not a head that takes no trials): id -> its CPUs."""
+def trial_nodes(space: SearchSpace) -> list[str]:
+    """The ids of the live nodes with room for one trial (not a head that takes no trials)."""
     need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
-    return {node["NodeID"]: max(1, int(node["Resources"].get("CPU", 1))) for node in ray.nodes()
-            if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v)}
+    return [node["NodeID"] for node in ray.nodes()
+            if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v)]
 
 
 @ray.remote(max_retries=0)
-def _prepare_node(trainer: str, configs: list[dict[str, Any]], threads: int) -> list[str] | ConfigError:
-    """Runs on one node with one trial's resources, and as many torch threads as the node has CPUs
-    (no trial runs yet). A ConfigError comes back as the value (with its key), not as a task error."""
+def _prepare_node(trainer: str, configs: list[dict[str, Any]]) -> list[str] | ConfigError:
+    """Runs on one node with one trial's resources (and so its torch threads: more threads than
+    free cores make it many times slower on a busy machine). A ConfigError comes back as the
+    value (with its key), not as a task error."""
     from trainers.prepare import prepare
 
     try:
-        return [prepare(trainer, config, threads) for config in configs]
+        return [prepare(trainer, config) for config in configs]
     except ConfigError as err:
         return err
 
@@ -75,15 +76,16 @@ def prepare_nodes(space: SearchSpace) -> None:
         why = skipped or "no node can run a trial yet"
         print(f"not preparing data before the trials ({why}): each trial prepares its own", file=sys.stderr)
         return
-    datasets = ", ".join(dict.fromkeys(str(c.get("dataset", "the default dataset")) for c in configs))
-    what = "data and evaluator" if space.trainer in GAN_TRAINERS else "data"
+    default = catalog.get(space.trainer).defaults["dataset"]
+    datasets = ", ".join(dict.fromkeys(str(config.get("dataset", default)) for config in configs))
+    what = "data and evaluator" if space.trainer in catalog.GAN_TRAINERS else "data"
     count = f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}"
     print(f"preparing {datasets} {what} on {count} ...", file=sys.stderr, flush=True)
     began = time.perf_counter()
     tasks = [_prepare_node.options(
         num_cpus=space.resources.cpu, num_gpus=space.resources.gpu,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(space.trainer, configs, cpus) for node, cpus in nodes.items()]
+    ).remote(space.trainer, configs) for node in nodes]
     try:
         results = ray.get(tasks)
     except ray.exceptions.RayError as err:  # a node lost, a crash: the trials still prepare their own

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from trainers import catalog, evaluator, runtime
 from trainers import data as datasets
 
@@ -32,24 +30,14 @@ def data_config(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def prepare(trainer: str, overrides: dict[str, Any], threads: int | None = None) -> str:
+def prepare(trainer: str, overrides: dict[str, Any]) -> str:
     """Load the dataset and, for a GAN trainer, load or train its evaluator; cheap once cached.
-
-    `threads`: torch's CPU threads meanwhile (the whole node's, when nothing else runs yet); the
-    process's own setting comes back afterwards, for whatever runs in it next.
-    Returns what it did, such as 'mnist5k: evaluator trained'.
-    """
+    Returns what it did, such as 'mnist5k: evaluator trained'."""
     config = {**data_config(trainer, overrides), "max_train": None}  # the evaluator's: every image
     device = runtime.device(config["device"])
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        data = datasets.load(config, device)
-        if trainer not in catalog.GAN_TRAINERS:
-            return f"{config['dataset']}: data ready"
-        found = evaluator.cached_path(config, data).exists()
-        evaluator.load_or_train(config, data, device)
-        return f"{config['dataset']}: evaluator {'found' if found else 'trained'}"
-    finally:
-        torch.set_num_threads(before)
+    data = datasets.load(config, device)
+    if trainer not in catalog.GAN_TRAINERS:
+        return f"{config['dataset']}: data ready"
+    found = evaluator.cached_path(config, data).exists()
+    evaluator.load_or_train(config, data, device)
+    return f"{config['dataset']}: evaluator {'found' if found else 'trained'}"
