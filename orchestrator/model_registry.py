@@ -26,6 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from orchestrator import tags
 from orchestrator.errors import LookupProblem
+from orchestrator.outcome import COLLAPSED, can_be_best
 from orchestrator.runs import Sweep, children, varying_params
 from trainers.catalog import GAN_TRAINERS
 
@@ -56,10 +57,14 @@ class Candidate:
 
 
 def best_candidate(client: MlflowClient, sweep: Sweep, metric: str, mode: str, part: str) -> Candidate:
-    """The finished trial with the best metric that has logged the model `part`."""
+    """The finished trial with the best metric that has logged the model `part` (never a collapsed one)."""
     runs = [r for r in children(client, sweep.experiment_id, sweep.parent.info.run_id)
             if r.info.status == "FINISHED"]
-    scored = [r for r in runs if math.isfinite(r.data.metrics.get(metric, math.nan))]
+    collapsed = [r for r in runs if not can_be_best(r.data.tags.get(tags.STATUS, ""))]
+    if collapsed:
+        print(f"note: not promoting {', '.join(sorted(r.info.run_name for r in collapsed))}: {COLLAPSED} "
+              f"(one picture, whatever its {metric})")
+    scored = [r for r in runs if math.isfinite(r.data.metrics.get(metric, math.nan)) and r not in collapsed]
     if not scored:
         known = sorted({m for r in runs for m in r.data.metrics})
         raise LookupProblem(f"no finished run of sweep {sweep.parent.info.run_name!r} has metric "

@@ -27,6 +27,13 @@ class Outcome:
         return self.run_status == "FINISHED"
 
 
+def can_be_best(status: str) -> bool:
+    """A collapsed trial's metric can still look good (FID of one repeated digit, or its last ASHA
+    rung), but its generator draws one picture: the leaderboard ranks it after the others and
+    `promote` never picks it."""
+    return status != COLLAPSED
+
+
 LOST_OUTCOME = Outcome(LOST, "KILLED", "the driver died before Tune recorded this trial; --resume ran a new "
                                        "trial in its place")
 INTERRUPTED_OUTCOME = Outcome(INTERRUPTED, "KILLED", "the sweep was interrupted; `sweep --resume` continues "

@@ -14,6 +14,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from orchestrator import store, tags, ui_view
+from orchestrator.outcome import can_be_best
 from orchestrator.runs import children
 from trainers.catalog import GAN_TRAINERS
 
@@ -43,12 +44,13 @@ def beside(metric: str) -> list[str]:
 
 
 def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
-    """Trial runs best first by metric (runs without it last)."""
+    """Trial runs best first by metric (runs without it, then collapsed ones, last)."""
     sign = 1 if mode == "min" else -1
 
-    def key(run: Run) -> tuple[bool, float]:
+    def key(run: Run) -> tuple[bool, bool, float]:
         value = run.data.metrics.get(metric)
-        return (value is None or not math.isfinite(value), sign * (value or 0.0))
+        unusable = not can_be_best(run.data.tags.get(tags.STATUS, ""))
+        return (unusable, value is None or not math.isfinite(value), sign * (value or 0.0))
 
     return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
                 status=run.data.tags.get(tags.STATUS, run.info.status.lower()),

@@ -37,7 +37,8 @@ def metrics_of(trainer: str, score: float) -> dict[str, float]:
 
 def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: bool = False,
               without_model: tuple[str, ...] = (), trainer: str = "dcgan",
-              no_test_acc: tuple[str, ...] = (), with_samples: tuple[str, ...] = ()) -> str:
+              no_test_acc: tuple[str, ...] = (), with_samples: tuple[str, ...] = (),
+              collapsed: tuple[str, ...] = ()) -> str:
     """A sweep as `sweep` leaves it: a parent run, one child per trial with metrics and its model
     (a generator, or a classifier: the trainer decides, as it does for a real sweep)."""
     client = MlflowClient(uri)
@@ -51,8 +52,9 @@ def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: 
         "gansweep.trainer": trainer}).info.run_id
     config = gan.resolve("dcgan", {"ngf": 4, "ndf": 4, "noise_dim": 8, "conditional": conditional})
     for i, (name, score) in enumerate(scores.items()):
+        status = "collapsed" if name in collapsed else "finished"
         run = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent,
-                                                          "gansweep.status": "finished"})
+                                                          "gansweep.status": status})
         run_id = run.info.run_id
         client.log_param(run_id, "lr", str(1e-4 * (i + 1)))
         client.log_param(run_id, "conditional", str(conditional))
@@ -119,6 +121,17 @@ def test_report_ranks_min_and_max(store, tmp_path, capsys):
     assert cli(store, "report", "--metric", "inception_score", "--mode", "max", "--top", "1") == 0
     out = capsys.readouterr().out
     assert "t002" in out and "t003" not in out
+
+
+def test_a_collapsed_trial_is_ranked_last_and_never_promoted(store, capsys):
+    """Its FID can be the lowest (one repeated digit, judged early), but it draws one picture."""
+    log_sweep(store, "exp", {"t001": 50.0, "t002": 20.0, "t003": 80.0}, collapsed=("t002",))
+    assert cli(store, "report", "exp") == 0
+    out = capsys.readouterr().out
+    assert out.index("t001") < out.index("t003") < out.index("t002")
+    assert cli(store, "promote", "exp") == 0
+    assert "not promoting t002: collapsed" in capsys.readouterr().out
+    assert champion(store, "exp-generator") == "t001"
 
 
 def test_promote_min_max_refuse_force_rollback_generate(store, tmp_path, capsys):
