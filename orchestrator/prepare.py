@@ -19,9 +19,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.space import SearchSpace, SpaceError
 from orchestrator.space_checks import finite_values
-from trainers import catalog
+from trainers.catalog import GAN_TRAINERS
 from trainers.config import ConfigError
-from trainers.prepare import DEFINING_KEYS
+from trainers.prepare import DEFINING_KEYS, data_config, prepare
 
 MAX_CONFIGS = 8  # data configs prepared at most (the choices of sampled data params, multiplied)
 UNSET = object()  # a conditional param left out of a trial
@@ -54,48 +54,41 @@ def trial_nodes(space: SearchSpace) -> list[str]:
             if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v)]
 
 
-@ray.remote(max_retries=0)
-def _prepare_node(trainer: str, configs: list[dict[str, Any]]) -> list[str] | ConfigError:
-    """Runs on one node with one trial's resources (and so its torch threads: more threads than
-    free cores make it many times slower on a busy machine). A ConfigError comes back as the
-    value (with its key), not as a task error."""
-    from trainers.prepare import prepare
-
-    try:
-        return [prepare(trainer, config) for config in configs]
-    except ConfigError as err:
-        return err
-
-
 def prepare_nodes(space: SearchSpace) -> None:
     """Prepare the space's data configs on every node that can run a trial; raise SpaceError
     (exit 2, nothing in MLflow yet) when a dataset cannot be loaded."""
-    configs, skipped = data_configs(space)
+    fixed, skipped = data_configs(space)
     nodes = trial_nodes(space)
     if skipped or not nodes:
         why = skipped or "no node can run a trial yet"
         print(f"not preparing data before the trials ({why}): each trial prepares its own", file=sys.stderr)
         return
-    default = catalog.get(space.trainer).defaults["dataset"]
-    datasets = ", ".join(dict.fromkeys(str(config.get("dataset", default)) for config in configs))
-    what = "data and evaluator" if space.trainer in catalog.GAN_TRAINERS else "data"
+    try:
+        configs = [data_config(space.trainer, values) for values in fixed]
+    except ConfigError as err:
+        raise SpaceError(space.path, field_of(space, err.key), str(err)) from None
+    datasets = ", ".join(dict.fromkeys(config["dataset"] for config in configs))
+    gan = space.trainer in GAN_TRAINERS
+    what = "data and evaluator" if gan else "data"
     count = f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}"
     print(f"preparing {datasets} {what} on {count} ...", file=sys.stderr, flush=True)
     began = time.perf_counter()
-    tasks = [_prepare_node.options(
-        num_cpus=space.resources.cpu, num_gpus=space.resources.gpu,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(space.trainer, configs) for node in nodes]
+    # One task per node and config, with a trial's resources (and so its torch threads: more
+    # threads than free cores make it many times slower on a busy machine). The function is
+    # trainers.prepare's own, so a node imports torch and the data code, not this module.
+    task = ray.remote(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu, max_retries=0)(prepare)
+    tasks = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+             .remote(config, gan) for node in nodes for config in configs]
     try:
-        results = ray.get(tasks)
-    except ray.exceptions.RayError as err:  # a node lost, a crash: the trials still prepare their own
-        print(f"preparing failed ({type(err).__name__}: {str(err).splitlines()[0]}): each trial prepares "
-              "its own", file=sys.stderr)
+        done = sorted(set(ray.get(tasks)))
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, ConfigError):  # the dataset cannot be loaded: no trial could run
+            raise SpaceError(space.path, field_of(space, err.cause.key), str(err.cause)) from None
+        print(f"preparing failed ({err.cause!r}): each trial prepares its own", file=sys.stderr)
         return
-    for result in results:
-        if isinstance(result, ConfigError):
-            raise SpaceError(space.path, field_of(space, result.key), str(result))
-    done = sorted({line for lines in results for line in lines})
+    except ray.exceptions.RayError as err:  # a node lost: the trials still prepare their own
+        print(f"preparing failed ({type(err).__name__}): each trial prepares its own", file=sys.stderr)
+        return
     print(f"prepared in {time.perf_counter() - began:.1f} s ({'; '.join(done)})", file=sys.stderr)
 
 

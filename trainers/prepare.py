@@ -1,10 +1,11 @@
 """What every trial of a sweep needs before it trains, made ready once per node: the dataset
 (downloaded on first use) and, for the GAN trainers, the dataset's evaluator network (trained on
-first use, tens of seconds on a CPU).
+first use, a minute on a CPU).
 
 A sweep calls `prepare` on each node before its first trial starts, so the first trials do not
 queue behind one another on the cache's locks while one of them trains the evaluator. A trial
 that finds them missing (on a node that joined later) still makes them itself, under those locks.
+This module imports torch but no trainer: a node's `prepare` costs a second of imports, not four.
 """
 
 from __future__ import annotations
@@ -22,21 +23,20 @@ DEFINING_KEYS = ("dataset", "data_path", "data_dir", "image_size", "channels", "
 
 def data_config(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The data and device keys of a `trainer` trial with these overrides (the rest left out), checked:
-    a ConfigError names the key at fault, as the trial would."""
+    a ConfigError names the key at fault, as the trial would. `max_train` is left out: the evaluator
+    trains on every training image."""
     defaults = catalog.get(trainer).defaults
-    keys = [*datasets.DEFAULTS, "device"]
-    config = {key: overrides.get(key, defaults[key]) for key in keys}
+    config = {key: overrides.get(key, defaults[key]) for key in [*datasets.DEFAULTS, "device"]}
     datasets.check(config)
-    return config
+    return {**config, "max_train": None}
 
 
-def prepare(trainer: str, overrides: dict[str, Any]) -> str:
-    """Load the dataset and, for a GAN trainer, load or train its evaluator; cheap once cached.
-    Returns what it did, such as 'mnist5k: evaluator trained'."""
-    config = {**data_config(trainer, overrides), "max_train": None}  # the evaluator's: every image
+def prepare(config: dict[str, Any], with_evaluator: bool) -> str:
+    """Load the dataset of a `data_config` and, `with_evaluator`, load or train its evaluator;
+    seconds once they are cached. Returns what it did, such as 'mnist5k: evaluator trained'."""
     device = runtime.device(config["device"])
     data = datasets.load(config, device)
-    if trainer not in catalog.GAN_TRAINERS:
+    if not with_evaluator:
         return f"{config['dataset']}: data ready"
     found = evaluator.cached_path(config, data).exists()
     evaluator.load_or_train(config, data, device)
