@@ -5,7 +5,8 @@
 The trainings are the quickstart's first trial (its standard recipe: 28 px mnist5k digits, ngf 32,
 ndf 16, noise 64, batch 64; gansweep's GanTask, nothing evaluated), each in a Ray actor holding the
 resources a sweep's trial would: on the CPU one core each (one torch thread), k = 1, 2; on a GPU a
-1/k share of it (fractional GPUs), k = 1, 2, 4, 8. The benchmark starts a local Ray instance of its
+1/k share of it (fractional GPUs), k = 1, 2, 4, 8. On the CPU a last row gives one trial every core
+and as many threads: what packing is up against there. The benchmark starts a local Ray instance of its
 own (never an existing cluster) and stops it at the end. For each k the actors build their task and
 train a warm-up epoch; then, in each of several rounds, all k train the same number of epochs at
 once, and the aggregate rate is all their images over the span from the first start to the last
@@ -40,7 +41,10 @@ class Settings:
     rounds: int
 
 
-SETTINGS = {True: Settings(images=1024, epochs=2, rounds=3), False: Settings(images=3840, epochs=2, rounds=3)}
+SETTINGS = {  # (quick, device type) -> settings; a GPU trains an epoch in a fraction of a second
+    (True, "cpu"): Settings(images=1024, epochs=2, rounds=3), (False, "cpu"): Settings(3840, 2, rounds=5),
+    (True, "cuda"): Settings(images=3840, epochs=5, rounds=3), (False, "cuda"): Settings(3840, 10, rounds=5),
+}
 
 
 class PackedTrainer:
@@ -124,7 +128,7 @@ def measure(plans: list[Plan], device: torch.device, settings: Settings) -> dict
 def tables(quick: bool, device: str) -> list[Table]:
     dev = runtime.device(device)
     cuda = dev.type == "cuda"
-    settings = SETTINGS[quick]
+    settings = SETTINGS[quick, dev.type]
     results = measure(plans(dev), dev, settings)
     base = median(results["1"]["aggregate"])
     rows = [(label, median(r["aggregate"]), f"{median(r['aggregate']) / base:.2f}x", median(r["per_trial"]),
@@ -155,7 +159,7 @@ def tables(quick: bool, device: str) -> list[Table]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.packing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,024 images an epoch (3,840 without)")
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (see SETTINGS)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/packing.json"))
     args = parser.parse_args(argv)

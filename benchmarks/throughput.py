@@ -1,14 +1,15 @@
 """Trainer throughput: gansweep's GAN trainers against the training loop of pytorch/examples' dcgan.
 
-    python -m benchmarks.throughput [--quick] [--device auto|cpu|cuda] [--json PATH]
+    python -m benchmarks.throughput [--quick] [--device auto|cpu|cuda] [--threads N] [--json PATH]
 
 Each case (a DCGAN and the MLP GAN on the offline mnist5k digits, 28 px) builds gansweep's task
 (trainers/gan.py GanTask, nothing evaluated: the evaluator network is left untrained) and the
 reference (benchmarks/reference_dcgan.py: a DataLoader, per-batch .to(device), BCELoss on a
 sigmoid D, Adam) from one resolved config: the same models, initial weights, images, batch size,
-Adam settings (lr 2e-4, betas (0.5, 0.999), the example's) and device. After a warm-up epoch each,
-their epochs alternate (reference, gansweep, gansweep with an option, ...) so that drift in the
-machine's speed hits all. The first table gives the median images/s, the ratio of the medians and
+Adam settings (lr 2e-4, betas (0.5, 0.999), the example's), device and torch threads (on the CPU
+one, as a sweep's trial of one CPU has; --threads N to change). After a warm-up epoch each, their
+epochs alternate (reference, gansweep, gansweep with an option, ...) so that drift in the machine's
+speed hits all. The first table gives the median images/s, the ratio of the medians and
 the range of the ratios within one round, and each loop's mean D loss by epoch (both must fall from
 chance, log 4 = 1.39, and alike: the reference is checked to train). The second gives, for each
 speed option the trainer offers that applies on the device, its images/s against the default's.
@@ -17,11 +18,12 @@ speed option the trainer offers that applies on the device, its images/s against
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -61,9 +63,18 @@ OPTIONS: dict[str, Option] = {
 class Settings:
     images: int  # training images per epoch: a multiple of every case's batch size
     repeats: int  # timed epochs per loop, after one warm-up epoch
+    threads: int | None = None  # torch threads while measuring (None: torch's default)
 
 
-SETTINGS = {True: Settings(images=1024, repeats=3), False: Settings(images=3840, repeats=5)}
+# On the CPU one thread, what a sweep's trial of `resources: {cpu: 1}` gets. It is also the only
+# steady setting on a small shared machine: with a thread per core, any other busy process stalls
+# every parallel op (on a loaded 2-core machine, the quickstart's DCGAN ran 2-18x slower with two
+# threads than with one, and the ratios between loops swung from 0.2x to 2x).
+SETTINGS = {  # (quick, device type) -> settings; a GPU trains an epoch in a fraction of a second
+    (True, "cpu"): Settings(images=1024, repeats=3, threads=1),
+    (False, "cpu"): Settings(images=3840, repeats=5, threads=1),
+    (True, "cuda"): Settings(images=3840, repeats=3), (False, "cuda"): Settings(images=3840, repeats=9),
+}
 GPU_DCGAN_TARGET = 3.0  # the issue's goal for MNIST-size DCGANs on a GPU; elsewhere: at least 1x
 CHANCE = math.log(4)  # BCE D loss (real + fake terms) of a D that cannot tell: 2 log 2
 
@@ -140,14 +151,30 @@ def d_losses(result: dict[str, Any], name: str) -> list[float]:
     return [epoch["d_loss"] for epoch in result["losses_by_epoch"][name]]
 
 
-def tables(quick: bool, device: str) -> list[Table]:
-    settings = SETTINGS[quick]
+def tables(quick: bool, device: str, threads: int | None = None) -> list[Table]:
+    """threads: torch threads while measuring, instead of the settings' (1 on the CPU)."""
+    settings = SETTINGS[quick, runtime.device(device).type]
+    if threads:
+        settings = replace(settings, threads=threads)
     results = {}
-    for name, (trainer, overrides) in CASES.items():
-        print(f"throughput: {name}: {settings.repeats} + 1 epochs of {settings.images} images per loop",
-              file=sys.stderr, flush=True)
-        results[name] = measure(trainer, overrides, device, settings)
+    with torch_threads(settings.threads):
+        for name, (trainer, overrides) in CASES.items():
+            print(f"throughput: {name}: {settings.repeats} + 1 epochs of {settings.images} images per loop",
+                  file=sys.stderr, flush=True)
+            results[name] = measure(trainer, overrides, device, settings)
     return [speed_table(results, settings, device, quick), options_table(results, settings, device)]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch.set_num_threads(threads) for the block (None: leave it), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def speed_table(results: dict[str, dict[str, Any]], settings: Settings, device: str,
@@ -170,10 +197,16 @@ def speed_table(results: dict[str, dict[str, Any]], settings: Settings, device: 
         name="throughput",
         title=f"GAN training images/s, gansweep's trainer vs pytorch/examples' dcgan loop, median of "
               f"{settings.repeats} alternating epochs of {settings.images} images "
-              f"({machine(runtime.device(device))['device']}, {'quick' if quick else 'full'})",
+              f"({machine(runtime.device(device))['device']}, {threads_label(settings)}, "
+              f"{'quick' if quick else 'full'})",
         header=("case", "reference (DataLoader)", "gansweep", "speed-up", "per-round ratios",
                 "reference D loss, epoch 1 -> last", "gansweep D loss, epoch 1 -> last"),
         rows=rows, notes=notes, details={"settings": vars(settings), "cases": results})
+
+
+def threads_label(settings: Settings) -> str:
+    threads = settings.threads or torch.get_num_threads()
+    return f"{threads} torch thread{'s' if threads > 1 else ''}"
 
 
 def options_table(results: dict[str, dict[str, Any]], settings: Settings, device: str) -> Table:
@@ -192,7 +225,8 @@ def options_table(results: dict[str, dict[str, Any]], settings: Settings, device
              + ". Not offered: fused Adam, torch.compile, CUDA graphs. Data on the device is always on."]
     return Table(name="throughput_options",
                  title=f"Speed options one at a time: gansweep images/s with the option vs the default, "
-                       f"median of {settings.repeats} alternating epochs ({machine(dev)['device']})",
+                       f"median of {settings.repeats} alternating epochs ({machine(dev)['device']}, "
+                       f"{threads_label(settings)})",
                  header=("case", "option", "default", "with option", "ratio", "per-round ratios"),
                  rows=rows, notes=notes)
 
@@ -200,11 +234,13 @@ def options_table(results: dict[str, dict[str, Any]], settings: Settings, device
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,024 images an epoch, 3 timed epochs")
+    parser.add_argument("--quick", action="store_true", help="fewer images and epochs (see SETTINGS)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads while measuring (default: 1 on the CPU, torch's on a GPU)")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/throughput.json"))
     args = parser.parse_args(argv)
-    result = tables(args.quick, args.device)
+    result = tables(args.quick, args.device, args.threads)
     for table in result:
         print(table.markdown())
     write_json(args.json, {"benchmark": "throughput", "quick": args.quick,
