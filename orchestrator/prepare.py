@@ -1,5 +1,7 @@
 """Before the first trial: the dataset and the evaluator network every trial needs, made ready on
-every node that can run a trial (trainers/prepare.py), one Ray task per node, all at once.
+every node that can run a trial (trainers/prepare.py), one Ray task per node and data config, all
+at once. A node that joins later (autoscaling) is left to its trials, which make them themselves
+under the cache's locks.
 
 Without it the first trials of a sweep on a cold cache each wait on the cache's lock while one of
 them trains the evaluator, and their slots idle for a minute. A dataset that cannot be found or
