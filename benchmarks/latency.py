@@ -9,7 +9,9 @@ the same store. The store is prepared once: one sweep as the tracking callback r
 run tagged as a sweep, 16 trial runs nested under it with params, 10 epochs of metrics each, and
 their status tags), so `report` ranks real runs. After one warm-up round (disk caches, .pyc files)
 the commands alternate round after round, so that drift in the machine's load hits all of them;
-the table gives the median of the rounds and its ratio to the median of `mlflow runs list`.
+the table gives the median of the rounds and its ratio to the median of `mlflow runs list`, and
+the median CPU time (user + system) of each command: on a busy machine the wall time grows with
+the load, the CPU time much less, so it says what the command would take on a quiet one.
 `--device` is accepted for the common interface and ignored: nothing here uses an accelerator.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import math
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -80,13 +83,16 @@ def commands(uri: str, experiment_id: str) -> dict[str, tuple[list[str], float |
     }
 
 
-def wall_time(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one run of the command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
@@ -97,17 +103,20 @@ def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}  # what `mlflow runs list` reads
         cases = commands(uri, experiment_id)
         times: dict[str, list[float]] = {label: [] for label in cases}
+        cpu: dict[str, list[float]] = {label: [] for label in cases}
         for repeat in range(repeats + 1):  # round 0 warms the disk cache and .pyc files
             print(f"round {repeat} of {repeats} ...", file=sys.stderr, flush=True)
             for label, (argv, _) in cases.items():
-                seconds = wall_time(argv, env)
+                seconds, cpu_seconds = timed(argv, env)
                 if repeat:
                     times[label].append(seconds)
+                    cpu[label].append(cpu_seconds)
     medians = {label: median(values) for label, values in times.items()}
     rows, notes = [], []
     for label, (_, target) in cases.items():
         met = "" if target is None else ("yes" if medians[label] < target else "no")
-        rows.append((label, f"{medians[label]:.2f}", f"{medians[label] / medians[BASELINE]:.2f}",
+        rows.append((label, f"{medians[label]:.2f}", f"{median(cpu[label]):.2f}",
+                     f"{medians[label] / medians[BASELINE]:.2f}",
                      "" if target is None else f"< {target:g} s", met))
         if met == "no":
             notes.append(f"{label}: {medians[label]:.2f} s misses its target of {target:g} s "
@@ -115,8 +124,9 @@ def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
     return [Table(name="latency",
                   title=f"Command latency: wall time of a fresh process, median of {repeats} alternating "
                         f"rounds (store: 1 sweep, {TRIALS} trials x {EPOCHS} epochs)",
-                  header=("command", "median s", f"ratio to `{BASELINE}`", "target", "met?"),
-                  rows=rows, notes=notes, details={"seconds": times, "repeats": repeats})]
+                  header=("command", "wall s", "CPU s", f"wall / `{BASELINE}`", "target (wall)", "met?"),
+                  rows=rows, notes=notes, details={"wall_s": times, "cpu_s": cpu, "repeats": repeats,
+                                                   "load_average": os.getloadavg()})]
 
 
 def main(argv: list[str] | None = None) -> int:
