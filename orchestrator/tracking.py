@@ -14,9 +14,11 @@ import io
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from orchestrator.outcome import (
     outcome_of,
 )
 from orchestrator.progress import interrupted
-from orchestrator.record_queue import RecordQueue
+from orchestrator.record_queue import RecordError, RecordQueue
 from orchestrator.space import SearchSpace
 from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
 from trainers import catalog
@@ -53,6 +55,7 @@ from trainers import checkpoint as checkpoints
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
+SERVER_LANES = 8  # writer threads for a tracking server (benchmarks/bookkeeping.py measures 1 against 8)
 BATCH_METRICS = 900  # MLflow's log_batch takes at most 1000 metrics, params and tags together
 
 
@@ -120,13 +123,14 @@ class TrackingCallback(tune.Callback):
     """Pickled by Tune with the experiment (and unpickled by --resume): holds only names and ids,
     and reconnects to the tracking server when it is set up again.
 
-    Tune's loop only copies what an event says and queues the writes (`RecordQueue`); one writer
-    thread does them in order, and owns every field below `writes` in `setup`. The queue is drained
-    before each of Tune's experiment snapshots (`get_state`), so a snapshot never knows a result
-    that the record lacks: a driver killed with writes still queued loses only results that
-    --resume has Tune report again. It is drained at the end (`on_experiment_end`, also after an
-    error or Ctrl-C). A write that fails (after MLflow's own HTTP retries) stops the writer and
-    fails the sweep at Tune's next event, as a failed write in the loop did before.
+    Tune's loop only copies what an event says and queues the writes: each trial's go to one lane
+    (a `RecordQueue`: one writer thread, in order), so a run's record keeps its order. The lanes
+    are drained before each of Tune's experiment snapshots (`get_state`), so a snapshot never knows
+    a result that the record lacks: a driver killed with writes still queued loses only results
+    that --resume has Tune report again. They are drained at the end (`on_experiment_end`, also
+    after an error or Ctrl-C). A write that fails (after MLflow's own HTTP retries) stops its lane
+    and fails the sweep at Tune's next event for that lane, or at the end, as a failed write in
+    the loop did before.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace,
@@ -136,15 +140,25 @@ class TrackingCallback(tune.Callback):
 
     def setup(self, **info):
         mlflow.set_tracking_uri(self.tracking_uri)
+        # MLflow prints a run's link when a server's run ends (one more request each); ours is the
+        # sweep's ready view, printed at its end.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.spec = catalog.get(self.space.trainer)
         self.checked_lost = False
-        self.writes = RecordQueue("tracking")
-        # written and read by the writer thread only
+        # Requests to a server mostly wait (on the network, on its database): several lanes overlap
+        # them. A local SQLite store takes one writer at a time.
+        lanes = SERVER_LANES if store.is_server(self.tracking_uri) else 1
+        self.lanes = [RecordQueue(f"tracking lane {i + 1}") for i in range(lanes)]
+        self.lane_of: dict[str, RecordQueue] = {}  # trial id -> its lane (Tune's loop only)
+        self.reading = threading.Lock()  # the record is read once, by the first lane that needs it
+        # written and read by the lanes' writer threads only (each trial's run by its own lane)
         self.client = MlflowClient(self.tracking_uri)
-        self.runs: dict[str, str] = {}  # trial id -> run id
+        self.runs: dict[str, str] | None = None  # trial id -> run id (None: the record not read yet)
+        self.statuses: dict[str, str] = {}  # trial id -> its run's status when the record was read
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
         self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
         self.open_runs: set[str] = set()  # started and not yet closed
+        self.new_runs: set[str] = set()  # created and not yet started
         self.placements: dict[str, list[dict[str, Any]]] = {}  # run id -> where its epochs ran
 
     def __getstate__(self) -> dict[str, Any]:
@@ -155,56 +169,87 @@ class TrackingCallback(tune.Callback):
     def on_step_begin(self, iteration, trials, **info):
         if not self.checked_lost:
             self.checked_lost = True
-            self.writes.submit(self._close_lost, {t.trial_id for t in trials})
+            self.lanes[0].submit(self._close_lost, {t.trial_id for t in trials})
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.writes.submit(self._start, TrialState.of(trial))
+        self._lane(trial).submit(self._start, TrialState.of(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # A writer behind the loop logs the epochs that piled up for a trial in one call.
-        self.writes.merge(trial.trial_id, self._log_results, (TrialState.of(trial), dict(result)))
+        # A lane behind the loop logs the epochs that piled up for a trial in one call.
+        self._lane(trial).merge(trial.trial_id, self._log_results, (TrialState.of(trial), dict(result)))
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        self.writes.submit(self._log_pictures, TrialState.of(trial), checkpoint)
+        self._lane(trial).submit(self._log_pictures, TrialState.of(trial), checkpoint)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.writes.submit(self._note_retry, TrialState.of(trial))
+        self._lane(trial).submit(self._note_retry, TrialState.of(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.writes.submit(self._close, TrialState.of(trial), outcome_of(trial, self.spec.defaults["epochs"]))
+        outcome = outcome_of(trial, self.spec.defaults["epochs"])
+        self._lane(trial).submit(self._close, TrialState.of(trial), outcome)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.writes.submit(self._close, TrialState.of(trial), outcome_of(trial, self.spec.defaults["epochs"]))
+        outcome = outcome_of(trial, self.spec.defaults["epochs"])
+        self._lane(trial).submit(self._close, TrialState.of(trial), outcome)
 
     def on_experiment_end(self, trials, **info):
         """Trials still running when the sweep ends are closed too: cut by the time budget, or
         interrupted (Ctrl-C), in which case `--resume` opens their runs again. Then every write
-        is waited for."""
-        self.writes.submit(self._close_unfinished, list(trials), interrupted.is_set())
-        self.writes.close()
+        is waited for (the first failure is raised once every lane has stopped)."""
+        for lane in self.lanes:
+            mine = [t for t in trials if self.lane_of.get(t.trial_id) is lane]
+            lane.submit(self._close_unfinished, mine, interrupted.is_set())
+        failures = []
+        for lane in self.lanes:
+            try:
+                lane.close()
+            except RecordError as failure:
+                failures.append(failure)
+        if failures:
+            raise failures[0]
 
     def get_state(self) -> None:
         """Tune asks just before it writes its experiment snapshot: the record catches up first."""
-        if hasattr(self, "writes"):
-            self.writes.drain()
+        for lane in getattr(self, "lanes", []):
+            lane.drain()
         return None  # nothing of ours goes into the snapshot
+
+    def _lane(self, trial) -> RecordQueue:
+        """A trial's writes all go to one lane, in order; new trials take the lanes in turn."""
+        if trial.trial_id not in self.lane_of:
+            self.lane_of[trial.trial_id] = self.lanes[len(self.lane_of) % len(self.lanes)]
+        return self.lane_of[trial.trial_id]
 
     # -- runs (the writer thread) ----------------------------------------------------------------
     def run_of(self, trial: TrialState) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment], max_results=1,
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}' and "
-                          f"tags.`{tags.TRIAL_ID}` = '{trial.trial_id}'")
-        if found:
-            run_id = found[0].info.run_id
-            self.logged_epoch[run_id] = int(found[0].data.metrics.get("epoch", 0))
-            self.placements[run_id] = json.loads(found[0].data.tags.get(tags.PLACEMENTS, "[]"))
-        else:
-            run_id = self._create(trial)
-        self.runs[trial.trial_id] = run_id
-        return run_id
+        self._read_record()
+        if trial.trial_id not in self.runs:
+            self.runs[trial.trial_id] = self._create(trial)
+        return self.runs[trial.trial_id]
+
+    def _read_record(self) -> None:
+        """The runs this sweep has (after --resume or a retry: found again by their trial id tag),
+        read once: from then on the lanes know every run it has, and what each logged."""
+        with self.reading:
+            if self.runs is None:
+                self.runs = self._runs_in_store()
+
+    def _runs_in_store(self) -> dict[str, str]:
+        runs, token = {}, None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'",
+                max_results=1000, page_token=token)
+            for run in page:
+                run_id, trial_id = run.info.run_id, run.data.tags.get(tags.TRIAL_ID)
+                if trial_id is None or trial_id in runs:
+                    continue  # newest first: the newest run of a trial is its run
+                runs[trial_id], self.statuses[trial_id] = run_id, run.info.status
+                self.logged_epoch[run_id] = int(run.data.metrics.get("epoch", 0))
+                self.placements[run_id] = json.loads(run.data.tags.get(tags.PLACEMENTS, "[]"))
+            token = page.token
+            if not token:
+                return runs
 
     def _create(self, trial: TrialState) -> str:
         config, name = trial.config, self.space.run_name(trial.label, trial.config)
@@ -216,6 +261,8 @@ class TrackingCallback(tune.Callback):
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
+        self.configs[run.info.run_id] = {param.key: param.value for param in params}
+        self.new_runs.add(run.info.run_id)
         return run.info.run_id
 
     # -- writes (the writer thread) --------------------------------------------------------------
@@ -225,17 +272,20 @@ class TrackingCallback(tune.Callback):
         Tune snapshots its state every few seconds; a trial started just before a kill has an
         MLflow run but is unknown to the restored Tune, which samples a replacement instead.
         """
-        for run in self.client.search_runs(
-                [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'"):
-            if run.data.tags.get(tags.TRIAL_ID) not in known and run.info.status == "RUNNING":
-                self._record(run.info.run_id, LOST_OUTCOME)
+        self._read_record()
+        for trial_id, status in self.statuses.items():
+            if trial_id not in known and status == "RUNNING":
+                self._record(self.runs[trial_id], LOST_OUTCOME)
 
     def _start(self, trial: TrialState) -> None:
         run_id = self.run_of(trial)
-        self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, tags.STATUS, "running")
+        if run_id in self.new_runs:  # created just now: running, with its config as params
+            self.new_runs.discard(run_id)
+        else:  # a retry, a PBT restart, or a run of the sweep before --resume
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, tags.STATUS, "running")
+            self._note_new_config(run_id, trial)
         self.open_runs.add(run_id)
-        self._note_new_config(run_id, trial)
 
     def _note_new_config(self, run_id: str, trial: TrialState) -> None:
         """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
@@ -313,7 +363,7 @@ class TrackingCallback(tune.Callback):
     def _close_unfinished(self, trials: list, was_interrupted: bool) -> None:
         """The runs still open at the sweep's end (Tune's loop has stopped: its trials hold still)."""
         for trial in trials:
-            run_id = self.runs.get(trial.trial_id)
+            run_id = (self.runs or {}).get(trial.trial_id)
             if run_id in self.open_runs:
                 if was_interrupted:
                     self._record(run_id, INTERRUPTED_OUTCOME)
