@@ -77,3 +77,77 @@ def test_an_idle_queue_drains_and_closes_at_once():
     queue.close()
     with pytest.raises(RuntimeError, match="after close"):
         queue.submit(print)
+
+
+# -- the tracking callback on its queue ---------------------------------------------------------
+
+class Trial:
+    """What the tracking callback reads of a Tune trial."""
+
+    def __init__(self, trial_id: str, config: dict):
+        self.trial_id, self.config, self.num_failures, self.checkpoint = trial_id, config, 0, None
+        self.status, self.last_result = "RUNNING", {}
+
+    def __str__(self) -> str:
+        return "t001"
+
+    def get_error(self) -> None:
+        return None
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    """A tracking callback set up on a new sqlite store, with one started trial."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from orchestrator import tracking
+    from orchestrator.space import load_space
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = tracking.experiment_id(client, uri, "queue")
+    parent = client.create_run(experiment).info.run_id
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
+    callback = tracking.TrackingCallback(uri, experiment, parent, space, {})
+    callback.setup()
+    trial = Trial("trial_1", {"lr": 2e-4, "epochs": 4})
+    callback.on_step_begin(0, [trial])
+    callback.on_trial_start(0, [trial], trial)
+    return callback, trial, client
+
+
+def test_epochs_that_pile_up_are_logged_once_each_in_order(tracked):
+    callback, trial, client = tracked
+    lane, release = callback.lanes[0], threading.Event()
+    callback.get_state()  # as before a snapshot of Tune's: the run is there
+    lane.submit(release.wait)  # the writer is held up: the epochs pile up behind it
+    for epoch in (1, 2, 2, 3, 1, 4):  # a retry reports epochs 2 and 1 again
+        callback.on_trial_result(epoch, [trial], trial, {"epoch": epoch, "fid": 100.0 - epoch})
+    assert lane.backlog == 2, "the results wait in one merged call"
+    release.set()
+    trial.status, trial.last_result = "TERMINATED", {"epoch": 4}
+    callback.on_trial_complete(4, [trial], trial)
+    callback.on_experiment_end([trial])
+    (run,) = client.search_runs([callback.experiment], filter_string="tags.`gansweep.trial_id` = 'trial_1'")
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "fid"))
+    assert history == [(1, 99.0), (2, 98.0), (3, 97.0), (4, 96.0)]
+    assert run.info.status == "FINISHED" and run.data.tags["gansweep.status"] == "finished"
+
+
+def test_a_failed_write_fails_the_next_event_and_the_end(tracked):
+    from unittest import mock
+
+    from mlflow.exceptions import MlflowException
+
+    callback, trial, _ = tracked
+    callback.get_state()  # the run exists
+    with mock.patch.object(callback.client, "log_batch", side_effect=MlflowException("server down")):
+        callback.on_trial_result(1, [trial], trial, {"epoch": 1, "fid": 99.0})
+        with pytest.raises(RecordError, match="server down"):
+            callback.get_state()  # Tune's next snapshot
+    with pytest.raises(RecordError, match="server down"):
+        callback.on_trial_result(2, [trial], trial, {"epoch": 2, "fid": 98.0})
+    with pytest.raises(RecordError, match="server down"):
+        callback.on_experiment_end([trial])
