@@ -144,6 +144,7 @@ def tables(quick: bool, device: str, cap_s: float | None = None) -> list[Table]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Define-by-run function")  # Ray's, for each slow GP proposal
     cap_s = cap_s or (20.0 if quick else 60.0)
     histories = (100, 1000) if quick else (100, 1000, 5000)
     ms: dict[str, dict[int, list[float]]] = {s: {} for s in SAMPLERS}
