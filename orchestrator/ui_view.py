@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
 from orchestrator import tags
-from orchestrator.space import SearchSpace
 from trainers.catalog import GAN_TRAINERS
+
+if TYPE_CHECKING:  # `report` and `ui` need no Optuna or pydantic
+    from orchestrator.space import SearchSpace
 
 PREFIX = "mlflow.sharedViewState."
 LIMIT = 20000  # MLflow's longest experiment tag value (and the UI's own limit for a view)
