@@ -70,6 +70,7 @@ class SearchSpace:
     sampler: SamplerSpec
     scheduler: SchedulerSpec  # type and every field it uses filled in
     max_failures: int
+    reuse_actors: bool  # a new trial runs in a finished trial's worker (Tune's reuse_actors)
     stop_when: StopRule | None  # stops collapsed trials (orchestrator/collapse.py); None: no rule
     fixed: dict[str, Any]
     params: dict[str, Param]  # ordered so that a `when` refers only to earlier params

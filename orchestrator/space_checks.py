@@ -74,6 +74,9 @@ class SpaceFile(_Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     max_failures: int = Field(2, ge=-1)  # -1: retry forever
+    # A trial starts in the worker its slot's last trial ran in: no process start and imports
+    # between trials (seconds each). false: a fresh worker process for every trial.
+    reuse_actors: bool = True
     stop_when: Any = None  # the collapse rule's thresholds, or false (checked by _check_stop_when)
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Param] = Field(default_factory=dict)
@@ -146,7 +149,8 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     start_from = _check_start_from(fail, spec, f, params, num_samples)
     return dict(name=f.name, trainer=f.trainer, metrics=metrics, modes=modes, num_samples=num_samples,
                 max_concurrent=f.max_concurrent, resources=f.resources, sampler=s, scheduler=scheduler,
-                max_failures=f.max_failures, stop_when=stop_when, fixed=dict(f.fixed), params=params,
+                max_failures=f.max_failures, reuse_actors=f.reuse_actors, stop_when=stop_when,
+                fixed=dict(f.fixed), params=params,
                 start_from=start_from, notes=(note,) if note else ())
 
 

@@ -122,6 +122,7 @@ def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Call
         scheduler=scheduler(space),
         num_samples=space.num_samples,
         time_budget_s=settings.time_budget_s,
+        reuse_actors=space.reuse_actors,  # no worker start between trials: slots stay busy
         trial_name_creator=partial(trial_name, counts_from_zero=space.is_pbt),
         trial_dirname_creator=partial(trial_dirname, counts_from_zero=space.is_pbt),
     )

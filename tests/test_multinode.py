@@ -59,10 +59,11 @@ def placements(run) -> list[dict]:
 
 
 def test_fractional_gpus_pack_on_the_workers_never_on_the_head(tmp_path, tiny, cluster):
-    # 6 trials of half a GPU on 3 GPUs: all run at once, two per GPU.
+    # 6 trials of half a GPU on 3 GPUs: all run at once, two per GPU. Each in a worker of its own:
+    # with reused workers a trial that ends first hands its worker (and GPU) to a later one.
     space = write_space(tmp_path, tiny, num_samples=6, max_concurrent=6, resources={"cpu": 0.5, "gpu": 0.5},
                         sampler={"type": "random", "seed": 0}, scheduler={"type": "fifo"},
-                        fixed={**tiny, "epochs": 2})
+                        fixed={**tiny, "epochs": 2}, reuse_actors=False)
     assert main(sweep_args(tmp_path, space, cluster.address)) == 0
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
