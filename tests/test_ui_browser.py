@@ -146,7 +146,8 @@ def test_the_chart_view_shows_sample_grids_of_several_runs(page, swept):
     shown = {re.search(r"run_uuid=(\w+)", samples.nth(i).get_attribute("src")).group(1)
              for i in range(samples.count())}
     assert len(shown) >= 2 and shown <= {r.info.run_id for r in trials(swept)}
-    for chart in (0, 1):  # the metric curves and the parallel coordinates, drawn before the picture
-        cards.nth(chart).locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    # Drawn before the picture: the metric curves (plotly) and the parallel coordinates (canvas).
+    for chart, drawing in ((0, ".js-plotly-plot"), (1, "canvas")):
+        cards.nth(chart).locator(drawing).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "charts.png"))
     cards.nth(2).screenshot(path=str(SCREENSHOTS / "samples.png"))
