@@ -32,7 +32,7 @@ SUITE = ("throughput", "packing", "sweep_efficiency", "bookkeeping", "sampler_co
 
 def run_suite(names: list[str], quick: bool, device: str) -> tuple[str, dict]:
     """Each benchmark's tables in turn; the markdown report and the JSON."""
-    from benchmarks.report import as_json, machine
+    from benchmarks.report import as_json, machine, resolved
 
     began = datetime.now(timezone.utc)
     tables, took = [], {}
@@ -42,9 +42,7 @@ def run_suite(names: list[str], quick: bool, device: str) -> tuple[str, dict]:
         tables += importlib.import_module(f"benchmarks.{name}").tables(quick=quick, device=device)
         took[name] = round(time.monotonic() - start, 1)
         print(f"== {name}: {took[name]:.0f} s", file=sys.stderr, flush=True)
-    import torch
-
-    where = machine("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    where = machine(resolved(device))
     head = (f"## Benchmarks ({'quick' if quick else 'full'}, {began:%Y-%m-%d})\n\n"
             f"Device {where['gpu'] or where['device']}; CPU {where['cpu']}, {where['cores']} cores; "
             f"torch {where['torch']}. Command: `python -m benchmarks{' --quick' if quick else ''}"

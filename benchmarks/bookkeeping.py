@@ -25,7 +25,6 @@ trial (its first config, evaluator left untrained) measured here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import shutil
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from benchmarks.report import Table, as_json, machine, median, write_json
+from benchmarks.report import Table, median, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("synchronous", "queued, 1 lane", "queued")
@@ -303,18 +302,9 @@ def tables(quick: bool, device: str) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bookkeeping", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="8 trials x 8 epochs, 2 repetitions")
-    parser.add_argument("--device", default="auto", help="ignored: bookkeeping runs on the CPU")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/bookkeeping.json"))
-    args = parser.parse_args(argv)
-    found = tables(args.quick, args.device)
-    for table in found:
-        print(table.markdown())
-    write_json(args.json, {**as_json(found), "machine": machine("cpu"), "quick": args.quick})
-    print(f"written: {args.json}", file=sys.stderr)
-    return 0
+    args = parser("bookkeeping", __doc__, "8 trials x 8 epochs, 2 repetitions",
+                  "ignored: bookkeeping runs on the CPU").parse_args(argv)
+    return publish("bookkeeping", args, tables(args.quick, args.device), "cpu")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ the load, the CPU time much less, so it says what the command would take on a qu
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.report import Table, as_json, machine, median, write_json
+from benchmarks.report import Table, median, parser, publish
 
 EXPERIMENT = "latency-bench"
 TRIALS, EPOCHS = 16, 10
@@ -130,19 +129,10 @@ def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
-    parser.add_argument("--device", default="auto", help="ignored: the commands run on the CPU")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (3 quick, 5)")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/latency.json"))
-    args = parser.parse_args(argv)
-    result = tables(args.quick, args.device, args.repeats)
-    for table in result:
-        print(table.markdown())
-    write_json(args.json, {**as_json(result), "machine": machine("cpu")})
-    print(f"written: {args.json}", file=sys.stderr)
-    return 0
+    options = parser("latency", __doc__, "3 rounds instead of 5", "ignored: the commands run on the CPU")
+    options.add_argument("--repeats", type=int, default=None, help="timed rounds (3 quick, 5)")
+    args = options.parse_args(argv)
+    return publish("latency", args, tables(args.quick, args.device, args.repeats), "cpu")
 
 
 if __name__ == "__main__":

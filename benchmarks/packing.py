@@ -16,17 +16,15 @@ rate of one trial. The values of k run one after another (their actors cannot al
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.report import Table, as_json, machine, median, write_json
+from benchmarks.report import Table, machine, median, parser, publish
 from benchmarks.throughput import build_task, case_config
 from trainers import runtime
 
@@ -157,19 +155,8 @@ def tables(quick: bool, device: str) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.packing", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (see SETTINGS)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/packing.json"))
-    args = parser.parse_args(argv)
-    result = tables(args.quick, args.device)
-    for table in result:
-        print(table.markdown())
-    write_json(args.json, {"benchmark": "packing", "quick": args.quick,
-                           "machine": machine(runtime.device(args.device)), "tables": as_json(result)})
-    print(f"written: {args.json}", file=sys.stderr)
-    return 0
+    args = parser("packing", __doc__, "fewer images and rounds (see SETTINGS)").parse_args(argv)
+    return publish("packing", args, tables(args.quick, args.device), args.device)
 
 
 if __name__ == "__main__":

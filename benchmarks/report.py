@@ -6,9 +6,11 @@ Each benchmark module has `tables(quick: bool, device: str) -> list[Table]` (wha
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,13 @@ class Table:
     def markdown(self) -> str:
         text = f"### {self.title}\n\n{markdown_table(self.header, self.rows)}\n"
         return text + "".join(f"\n{note}" for note in self.notes) + ("\n" if self.notes else "")
+
+
+def resolved(device: str) -> str:
+    """auto -> cuda where a GPU is present, else cpu."""
+    import torch
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def machine(device: Any) -> dict[str, Any]:
@@ -67,3 +76,24 @@ def as_json(tables: Sequence[Table]) -> dict[str, Any]:
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def parser(name: str, doc: str, quick_help: str,
+           device_help: str = "auto | cpu | cuda (default: auto)") -> argparse.ArgumentParser:
+    """The options of every benchmark run alone (`python -m benchmarks.NAME`); a module adds its own."""
+    made = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    made.add_argument("--quick", action="store_true", help=quick_help)
+    made.add_argument("--device", default="auto", help=device_help)
+    made.add_argument("--json", type=Path, default=Path(f"runs/benchmarks/{name}.json"))
+    return made
+
+
+def publish(name: str, args: argparse.Namespace, tables: Sequence[Table], device: str) -> int:
+    """A benchmark run alone ends here: its tables as markdown, and as JSON with the machine."""
+    for table in tables:
+        print(table.markdown())
+    write_json(args.json, {"benchmark": name, "quick": args.quick, "machine": machine(resolved(device)),
+                           "tables": as_json(tables)})
+    print(f"written: {args.json}", file=sys.stderr)
+    return 0

@@ -24,7 +24,6 @@ floor: OptunaSearch, the define-by-run and Optuna's bookkeeping). A proposal slo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import random
@@ -40,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.report import Table, as_json, machine, write_json
+from benchmarks.report import Table, parser, publish
 from orchestrator.cli import QUICKSTART
 from orchestrator.space import SearchSpace, load_space
 
@@ -184,20 +183,12 @@ def tables(quick: bool, device: str, cap_s: float | None = None) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sampler_cost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="histories of 100 and 1,000 trials only")
-    parser.add_argument("--device", default="auto", help="ignored: the samplers run on the CPU")
-    parser.add_argument("--cap", type=float, default=None, help="seconds one proposal may take "
-                        "(20 quick, 60)")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/sampler_cost.json"))
-    args = parser.parse_args(argv)
-    result = tables(args.quick, args.device, args.cap)
-    for table in result:
-        print(table.markdown())
-    write_json(args.json, {**as_json(result), "machine": machine("cpu")})
-    print(f"written: {args.json}", file=sys.stderr)
-    return 0
+    options = parser("sampler_cost", __doc__, "histories of 100 and 1,000 trials only",
+                     "ignored: the samplers run on the CPU")
+    options.add_argument("--cap", type=float, default=None, help="seconds one proposal may take "
+                         "(20 quick, 60)")
+    args = options.parse_args(argv)
+    return publish("sampler_cost", args, tables(args.quick, args.device, args.cap), "cpu")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import Table, as_json, machine, median, write_json
+from benchmarks.report import Table, median, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOTS = 2  # the quickstart's max_concurrent
@@ -184,22 +184,14 @@ def tables(quick: bool, device: str, repeats: int | None = None) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep_efficiency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a small sweep, one round (~4 min)")
-    parser.add_argument("--device", default="auto", help="accepted and ignored")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds of cold + warm (1 quick, 2)")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/sweep_efficiency.json"))
-    parser.add_argument("--startup-parts", metavar="JSON", help=argparse.SUPPRESS)  # the fresh process
-    args = parser.parse_args(argv)
+    options = parser("sweep_efficiency", __doc__, "a small sweep, one round (~4 min)", "accepted and ignored")
+    options.add_argument("--repeats", type=int, default=None, help="rounds of cold + warm (1 quick, 2)")
+    options.add_argument("--startup-parts", metavar="JSON", help=argparse.SUPPRESS)  # the fresh process
+    args = options.parse_args(argv)
     if args.startup_parts is not None:
         print(json.dumps(time_startup(json.loads(args.startup_parts))))
         return 0
-    results = tables(args.quick, args.device, args.repeats)
-    for table in results:
-        print(table.markdown())
-    write_json(args.json, {**as_json(results), "machine": machine("cpu")})
-    return 0
+    return publish("sweep_efficiency", args, tables(args.quick, args.device, args.repeats), "cpu")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,19 @@ speed option the trainer offers that applies on the device, its images/s against
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import torch
 
 from benchmarks.reference_dcgan import ReferenceGan
-from benchmarks.report import Table, as_json, machine, median, write_json
+from benchmarks.report import Table, machine, median, parser, publish
 from trainers import evaluator, gan, runtime
 from trainers.evaluator import EvaluatorNet
 
@@ -232,21 +230,11 @@ def options_table(results: dict[str, dict[str, Any]], settings: Settings, device
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer images and epochs (see SETTINGS)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads while measuring (default: 1 on the CPU, torch's on a GPU)")
-    parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/throughput.json"))
-    args = parser.parse_args(argv)
-    result = tables(args.quick, args.device, args.threads)
-    for table in result:
-        print(table.markdown())
-    write_json(args.json, {"benchmark": "throughput", "quick": args.quick,
-                           "machine": machine(runtime.device(args.device)), "tables": as_json(result)})
-    print(f"written: {args.json}", file=sys.stderr)
-    return 0
+    options = parser("throughput", __doc__, "fewer images and epochs (see SETTINGS)")
+    options.add_argument("--threads", type=int, default=None,
+                         help="torch threads while measuring (default: 1 on the CPU, torch's on a GPU)")
+    args = options.parse_args(argv)
+    return publish("throughput", args, tables(args.quick, args.device, args.threads), args.device)
 
 
 if __name__ == "__main__":
