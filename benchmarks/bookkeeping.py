@@ -5,7 +5,7 @@ it was: one writer, every event's writes done before the loop goes on).
 
     python -m benchmarks.bookkeeping [--quick] [--device auto|cpu|cuda] [--json PATH]
 
-The callback (orchestrator/tracking.py TrackingCallback) is driven directly, without Ray or
+The callback (orchestrator/tracking/callback.py TrackingCallback) is driven directly, without Ray or
 training: N trials start, report E epochs each (the GAN metric names, round-robin over the trials,
 as fast as the loop takes them), with or without a checkpoint per epoch whose sample grid is
 logged (artifact + MLflow image; the grid is a real one of the quickstart), and complete; the end
@@ -64,8 +64,8 @@ def callback_class(mode: str):
     """The tracking callback as it is (queued: one lane for sqlite, SERVER_LANES for a server), with
     one lane only, or as it was before the queue: one writer, and each event returns once its
     writes are done."""
-    from orchestrator.record_queue import RecordQueue
-    from orchestrator.tracking import TrackingCallback
+    from orchestrator.tracking.callback import TrackingCallback
+    from orchestrator.tracking.record_queue import RecordQueue
 
     class WaitingQueue(RecordQueue):
         def submit(self, fn, *args):
@@ -88,12 +88,12 @@ def run_once(uri: str, mode: str, trials: int, epochs: int, checkpoints: list[An
     """One sweep's worth of events into a new experiment of the store; times and a check."""
     from mlflow import MlflowClient
 
-    from orchestrator import tracking
-    from orchestrator.space import load_space
+    from orchestrator.space.loading import load_space
+    from orchestrator.tracking import parent_run
 
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml")
     client = MlflowClient(uri)
-    experiment = tracking.experiment_id(client, uri, f"bookkeeping-{mode}-{secrets.token_hex(3)}")
+    experiment = parent_run.experiment_id(client, uri, f"bookkeeping-{mode}-{secrets.token_hex(3)}")
     parent = client.create_run(experiment, run_name="sweep").info.run_id
     callback = callback_class(mode)(uri, experiment, parent, space, {})
     callback.setup()
@@ -161,7 +161,7 @@ def check(client, experiment: str, parent: str, trials: int, epochs: int) -> Non
 
 def quickstart_epoch(workdir: Path, epochs: int) -> tuple[list[float], Path]:
     """Wall seconds of each epoch of the quickstart's first trial, and a copy of its sample grid."""
-    from orchestrator.space import load_space
+    from orchestrator.space.loading import load_space
     from trainers import catalog, evaluator
     from trainers.evaluator import EvaluatorNet
 

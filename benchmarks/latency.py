@@ -35,12 +35,12 @@ BASELINE = "mlflow runs list"
 
 
 def prepare_store(folder: Path) -> tuple[str, str]:
-    """A sqlite store holding one finished sweep, logged as orchestrator/tracking.py logs one:
+    """A sqlite store holding one finished sweep, logged as orchestrator/tracking/callback.py logs one:
     returns (tracking URI, experiment id)."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from orchestrator import tags
+    from orchestrator.tracking import tags
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)

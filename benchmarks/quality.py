@@ -133,7 +133,8 @@ def quickstart_champion(work: Path, quick: bool) -> tuple[nn.Module, float, str]
     """Run the quickstart as a user would, promote its best trial; its generator and the wall time."""
     import mlflow
 
-    from orchestrator import model_registry, store
+    from orchestrator.registry import stored_models
+    from orchestrator.tracking import mlflow_store
 
     uri = f"sqlite:///{work}/mlflow.db"
     sweep = [sys.executable, "-m", "orchestrator", "sweep", "--tracking-uri", uri,
@@ -146,9 +147,9 @@ def quickstart_champion(work: Path, quick: bool) -> tuple[nn.Module, float, str]
     seconds = time.perf_counter() - began
     subprocess.run([sys.executable, "-m", "orchestrator", "promote", "quickstart", "--tracking-uri", uri],
                    check=True, cwd=work)
-    client = store.connect(uri, create=False)
+    client = mlflow_store.connect(uri, create=False)
     version = client.get_model_version_by_alias("quickstart-generator", "champion")
-    folder = model_registry.download(client, "models:/quickstart-generator@champion", work / "champion")
+    folder = stored_models.download(client, "models:/quickstart-generator@champion", work / "champion")
     generator = mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
     return generator, seconds, version.tags["run_name"].split()[0]
 

@@ -4,7 +4,7 @@ once 100, 1,000 and 5,000 trials have finished, for each sampler a space can nam
     python -m benchmarks.sampler_cost [--quick] [--cap SECONDS] [--json PATH]
 
 Every sampler searches the quickstart space (search_spaces/quickstart.yaml: lr and beta1 floats, the
-loss and batch size categorical, ngf an int), with the searcher a sweep builds (orchestrator/sweep.py
+loss and batch size categorical, ngf an int), with the searcher a sweep builds (orchestrator/sweep/run.py
 `searcher`: OptunaSearch with the space's define-by-run and sampler, behind Tune's ConcurrencyLimiter).
 nsga2 gets two metrics (fid and kid, as it needs); grid gets lr and beta1 in steps (37,332 points).
 The history is made the way a sweep makes it: `suggest` then `on_trial_complete` with a synthetic
@@ -41,7 +41,8 @@ import yaml
 
 from benchmarks.report import Table, parser, publish
 from orchestrator.cli import QUICKSTART
-from orchestrator.space import SearchSpace, load_space
+from orchestrator.space.loading import load_space
+from orchestrator.space.search_space import SearchSpace
 
 SAMPLERS = ("random", "tpe", "cmaes", "nsga2", "grid", "gp")  # gp: not offered, for comparison
 PROPOSALS, PROPOSALS_BUDGET_S = 10, 30.0
@@ -97,7 +98,7 @@ class Proposer:
     def __init__(self, sampler: str, folder: Path) -> None:
         import optuna
 
-        from orchestrator.sweep import searcher
+        from orchestrator.sweep.tuner import searcher
 
         self.sampler = sampler
         self.search = searcher(space_for(sampler, folder))  # ConcurrencyLimiter(OptunaSearch)

@@ -112,7 +112,7 @@ def time_startup(overrides: dict[str, Any]) -> dict[str, float]:
                 times[part] = time.perf_counter() - start
         return call
 
-    from orchestrator.space import load_space
+    from orchestrator.space.loading import load_space
 
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml")
     config = gan.resolve("dcgan", {**space.fixed, **space.start_from[0], **overrides})

@@ -13,11 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator import store
 from orchestrator.errors import GansweepError, LookupProblem, UsageError
+from orchestrator.space import objective
+from orchestrator.tracking import mlflow_store
 
 if TYPE_CHECKING:
-    from orchestrator.space import SearchSpace
+    from orchestrator.space.search_space import SearchSpace
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
 
@@ -41,13 +42,13 @@ def preview(space: SearchSpace, n: int = 10) -> str:
     """The first trials the sampler would start, with their resources (for --dry-run)."""
     import optuna
 
-    from orchestrator.space import trial_label
+    from orchestrator.space.run_names import trial_label
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if space.is_pbt:
         return "PBT: the initial population is sampled by Tune from the params above."
     study = optuna.create_study(sampler=space.optuna_sampler(),
-                                directions=["minimize" if m == "min" else "maximize" for m in space.modes])
+                                directions=[objective.direction(m) for m in space.modes])
     if space.sampler.type != "grid":  # a grid's sampler puts start_from first itself
         for point in space.start_from:
             study.enqueue_trial(point)  # as OptunaSearch does (sweep.searcher)
@@ -62,9 +63,9 @@ def preview(space: SearchSpace, n: int = 10) -> str:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from orchestrator import model_sources, warm_start
-    from orchestrator import sweep as sweeps  # imports Ray: only once the input is known good
-    from orchestrator.space import load_space, parse_overrides
+    from orchestrator.space.loading import load_space, parse_overrides
+    from orchestrator.sweep import model_sources, warm_start
+    from orchestrator.sweep import run as sweeps  # imports Ray: only once the input is known good
 
     overrides = parse_overrides(args.set)
     space = load_space(args.space or QUICKSTART, overrides)
@@ -72,7 +73,7 @@ def sweep(args: argparse.Namespace) -> int:
     if args.warm_start and (problem := warm_start.problem(space, args.resume)):
         raise UsageError(problem)
     budget = parse_duration(args.time_budget)
-    tracking_uri = store.tracking_uri(args.tracking_uri)
+    tracking_uri = mlflow_store.tracking_uri(args.tracking_uri)
     print(space.describe())
     if args.dry_run:
         print(preview(space))
@@ -86,50 +87,51 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from orchestrator import runs, summary
+    from orchestrator.tracking import leaderboard, runs
 
-    client = store.connect(store.tracking_uri(args.tracking_uri), create=False)
+    client = mlflow_store.connect(mlflow_store.tracking_uri(args.tracking_uri), create=False)
     sweep = runs.latest_sweep(client, args.experiment)
     metric, mode = args.metric or sweep.metric, args.mode or sweep.mode
     trials = runs.children(client, sweep.experiment_id, sweep.parent.info.run_id)
     if trials and not any(metric in r.data.metrics for r in trials):
         known = sorted({m for r in trials for m in r.data.metrics})
         raise LookupProblem(f"no run of this sweep has metric {metric!r}; they have: {', '.join(known)}")
-    rows = summary.rank(trials, metric, mode, runs.varying_params(trials))
+    rows = leaderboard.rank(trials, metric, mode, runs.varying_params(trials))
     print(f"{sweep.experiment_name}: {sweep.parent.info.run_name} ({len(rows)} trials, "
-          f"{metric} {'lower' if mode == 'min' else 'higher'} is better)")
-    print(summary.table(rows[: args.top], metric))
+          f"{metric} {objective.better(mode)} is better)")
+    print(leaderboard.table(rows[: args.top], metric))
     if args.csv:
-        args.csv.write_text(summary.to_csv(rows, metric))
+        args.csv.write_text(leaderboard.to_csv(rows, metric))
         print(f"wrote {args.csv}")
     return 0
 
 
 def promote(args: argparse.Namespace) -> int:
-    from orchestrator import model_registry, runs
+    from orchestrator.registry import promotion
+    from orchestrator.tracking import runs
 
-    tracking_uri = store.tracking_uri(args.tracking_uri)
-    client = store.connect(tracking_uri, create=False)
+    tracking_uri = mlflow_store.tracking_uri(args.tracking_uri)
+    client = mlflow_store.connect(tracking_uri, create=False)
     if args.rollback:
         if not (args.name or args.experiment):
             raise UsageError("--rollback needs the experiment or --name of the registered model")
-        name = args.name or model_registry.registered_name(runs.latest_sweep(client, args.experiment))
-        print(model_registry.rollback(client, name))
+        name = args.name or promotion.registered_name(runs.latest_sweep(client, args.experiment))
+        print(promotion.rollback(client, name))
         return 0
     sweep = runs.latest_sweep(client, args.experiment)
-    promotion = model_registry.promote(client, sweep, args.name or model_registry.registered_name(sweep),
-                                       args.metric or sweep.metric, args.mode or sweep.mode, args.force)
-    print(promotion.message)
-    for line in model_registry.next_steps(promotion, store.flag(tracking_uri)):
+    promoted = promotion.promote(client, sweep, args.name or promotion.registered_name(sweep),
+                                 args.metric or sweep.metric, args.mode or sweep.mode, args.force)
+    print(promoted.message)
+    for line in promotion.next_steps(promoted, mlflow_store.flag(tracking_uri)):
         print(line)
     return 0
 
 
 def generate(args: argparse.Namespace) -> int:
-    from orchestrator import model_registry
+    from orchestrator.registry import stored_models
 
-    client = store.connect(store.tracking_uri(args.tracking_uri), create=False)
-    height, width = model_registry.generate(client, args.model_uri, args.n, args.out, args.seed)
+    client = mlflow_store.connect(mlflow_store.tracking_uri(args.tracking_uri), create=False)
+    height, width = stored_models.generate(client, args.model_uri, args.n, args.out, args.seed)
     print(f"wrote {args.out}: {args.n} samples of {height}x{width} from {args.model_uri}")
     return 0
 
@@ -138,11 +140,11 @@ def ui(args: argparse.Namespace) -> int:
     """The newest sweep's ready view: `mlflow ui` started on a local store, or the server's link."""
     import signal
 
-    from orchestrator import ui_view
+    from orchestrator.tracking import ui_view
 
-    tracking_uri = store.tracking_uri(args.tracking_uri)
-    client = store.connect(tracking_uri, create=False)
-    if store.is_server(tracking_uri):
+    tracking_uri = mlflow_store.tracking_uri(args.tracking_uri)
+    client = mlflow_store.connect(tracking_uri, create=False)
+    if mlflow_store.is_server(tracking_uri):
         print(f"Runs, curves and sample grids: {ui_view.newest_link(client, tracking_uri, args.experiment)}")
         return 0
     port = args.port or ui_view.free_port()
@@ -182,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="where checkpoints and Tune state go: s3://bucket/path or a folder "
                                      "every node shares (default: $GANSWEEP_STORAGE, else ./sweeps)")
     s.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                          f"{store.DEFAULT_TRACKING_URI})")
+                                          f"{mlflow_store.DEFAULT_TRACKING_URI})")
     s.add_argument("--resume", action="store_true",
                    help="continue the newest interrupted sweep of this space from its storage")
     s.add_argument("--warm-start", action="store_true",
@@ -194,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
 
     def tracking(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                              f"{store.DEFAULT_TRACKING_URI})")
+                                              f"{mlflow_store.DEFAULT_TRACKING_URI})")
 
     r = commands.add_parser("report", help="rank the trials of a sweep (read from MLflow)")
     r.add_argument("experiment", nargs="?", help="experiment (space name); default: the newest sweep")
@@ -244,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_cluster(args: argparse.Namespace) -> int:
-    from orchestrator.cluster_config import check_command
+    from orchestrator.cluster.config_check import check_command
 
     return check_command(args.cluster_yaml)
 

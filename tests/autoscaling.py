@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from processes import session_members, stop_session
 
-from orchestrator import cluster_resources
+from orchestrator.cluster import node_types
 
 CLUSTER_YAML = Path(__file__).resolve().parent.parent / "cluster.yaml"
 HEAD_TYPE = "ray.head.default"  # the fake provider's name for the head's type
@@ -141,7 +141,7 @@ class FakeAutoscalingCluster:
         try:
             self._wait_for_head(timeout_s)
             if self.publish_node_types:  # what cluster.yaml's head start commands do after `ray start`
-                cluster_resources.publish(self.config, self.address)
+                node_types.publish(self.config, self.address)
         except BaseException:
             self.stop()
             raise

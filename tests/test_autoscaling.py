@@ -15,7 +15,7 @@ from orchestrator.cli import main
 
 pytestmark = pytest.mark.sweep
 
-NODE_TAG = "gansweep.node_id"  # orchestrator.runs.NODE: the Ray node a trial's epochs ran on
+NODE_TAG = "gansweep.node_id"  # orchestrator.tracking.runs.NODE: the Ray node a trial's epochs ran on
 
 
 @pytest.fixture(scope="module")

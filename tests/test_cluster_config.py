@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cluster_config import check, check_command
+from orchestrator.cluster.config_check import check, check_command
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster.yaml"
@@ -162,7 +162,7 @@ def test_not_a_mapping_is_named(tmp_path):
 
 
 def test_module_does_not_import_ray():
-    code = "import sys, orchestrator.cluster_config; sys.exit('ray' in sys.modules)"
+    code = "import sys, orchestrator.cluster.config_check; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
@@ -194,7 +194,7 @@ def chosen(scorer, unavailable: set[str], demand: list[dict]) -> dict[str, int]:
 def test_spot_first_then_on_demand_when_spot_launches_fail():
     from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer
 
-    from orchestrator.spot_first import score
+    from orchestrator.cluster.spot_first import score
 
     one_trial = [{"CPU": 2, "GPU": 1}]
     assert chosen(score, set(), one_trial) == {"gpu_1x_spot": 1}

@@ -11,8 +11,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.collapse import RESULT_KEY, Stop, StopRule, Threshold, reason
-from orchestrator.space import SpaceError, load_space
+from orchestrator.errors import SpaceError
+from orchestrator.space.collapse import RESULT_KEY, Stop, StopRule, Threshold, reason
+from orchestrator.space.loading import load_space
 
 DEFAULT = StopRule(2, (Threshold("sample_diversity", "below", 1e-4),))
 

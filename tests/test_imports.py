@@ -51,4 +51,4 @@ def test_the_trainer_catalog_names_trainers_without_importing_them() -> None:
             "catalog.get('dcgan').resolve({}); assert 'torch' in sys.modules, 'built'; print(names)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['augment', 'classifier', 'dcgan', 'gan', 'transfer']"
+    assert done.stdout.strip() == "['augment', 'classifier', 'dcgan', 'mlp_gan', 'transfer']"

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.collapse import RESULT_KEY
-from orchestrator.outcome import BUDGET_RAN_OUT, outcome_of
+from orchestrator.space.collapse import RESULT_KEY
+from orchestrator.sweep.outcome import BUDGET_RAN_OUT, outcome_of
 
 
 def trial(status: str = "TERMINATED", config: dict | None = None, error: str | None = None, **last):
@@ -22,7 +22,7 @@ def trial(status: str = "TERMINATED", config: dict | None = None, error: str | N
     (trial(config={"epochs": 8}, epoch=2), "stopped_early", "FINISHED", "after epoch 2 of 8"),
     (trial(epoch=3, diverged=1, stop_reason="g_loss became nan"), "diverged", "FAILED", "g_loss became nan"),
     (trial(status="ERROR", error="CUDA out of memory", epoch=1), "failed", "FAILED", "CUDA out of memory"),
-    # stopped by the collapse rule, which left its reason in the last result (orchestrator/collapse.py)
+    # stopped by the collapse rule, which left its reason in the last result (orchestrator/space/collapse.py)
     (trial(config={"epochs": 8}, epoch=2, **{RESULT_KEY: "sample_diversity 3e-06 < 0.0001 at epoch 2"}),
      "collapsed", "FINISHED", "sample_diversity 3e-06 < 0.0001 at epoch 2"),
 ])

@@ -1,5 +1,6 @@
 """What every trial needs (the dataset, the evaluator network) is made once per node before the
-first trial starts (orchestrator/prepare.py, trainers/prepare.py), not inside the first trials."""
+first trial starts (orchestrator/sweep/node_preparation.py, trainers/prepare.py), not inside the
+first trials."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from mlflow.tracking import MlflowClient
 from test_sweep import children, sweep_args
 
 from orchestrator.cli import main
-from orchestrator.prepare import data_configs
-from orchestrator.space import load_space
+from orchestrator.space.loading import load_space
+from orchestrator.sweep.node_preparation import data_configs
 
 
-def write_space(tmp_path: Path, fixed: dict, params: dict | None = None, trainer: str = "gan") -> Path:
+def write_space(tmp_path: Path, fixed: dict, params: dict | None = None, trainer: str = "mlp_gan") -> Path:
     space = {"name": "prep", "trainer": trainer, "metric": "fid", "mode": "min", "num_samples": 2,
              "max_concurrent": 2, "resources": {"cpu": 1}, "sampler": {"type": "random", "seed": 0},
              "scheduler": {"type": "fifo"}, "stop_when": False, "fixed": fixed,

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from orchestrator.record_queue import RecordError, RecordQueue
+from orchestrator.tracking.record_queue import RecordError, RecordQueue
 
 
 def test_writes_run_in_submission_order_on_one_other_thread():
@@ -102,15 +102,16 @@ def tracked(tmp_path):
 
     from mlflow import MlflowClient
 
-    from orchestrator import tracking
-    from orchestrator.space import load_space
+    from orchestrator.space.loading import load_space
+    from orchestrator.tracking import parent_run
+    from orchestrator.tracking.callback import TrackingCallback
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    experiment = tracking.experiment_id(client, uri, "queue")
+    experiment = parent_run.experiment_id(client, uri, "queue")
     parent = client.create_run(experiment).info.run_id
     space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
-    callback = tracking.TrackingCallback(uri, experiment, parent, space, {})
+    callback = TrackingCallback(uri, experiment, parent, space, {})
     callback.setup()
     trial = Trial("trial_1", {"lr": 2e-4, "epochs": 4})
     callback.on_step_begin(0, [trial])

@@ -11,12 +11,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from orchestrator import model_registry, summary
 from orchestrator.cli import main
-from orchestrator.space import load_space
-from orchestrator.store import artifact_location
-from trainers import gan
-from trainers.catalog import GAN_TRAINERS
+from orchestrator.registry import stored_models
+from orchestrator.space.loading import load_space
+from orchestrator.tracking import summary
+from orchestrator.tracking.mlflow_store import artifact_location
+from trainers import catalog, gan
 from trainers.models import gan as models
 
 
@@ -29,8 +29,12 @@ def no_default_store(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists(), "an MLflow call used the process-wide tracking URI"
 
 
+def is_gan(trainer: str) -> bool:
+    return catalog.get(trainer).promoted == "generator"
+
+
 def metrics_of(trainer: str, score: float) -> dict[str, float]:
-    if trainer in GAN_TRAINERS:
+    if is_gan(trainer):
         return {"fid": score, "inception_score": 10 - score / 100}
     return {"val_acc": score, "test_acc": score - 0.05}
 
@@ -45,8 +49,8 @@ def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: 
     found = client.get_experiment_by_name(experiment)
     exp = found.experiment_id if found else client.create_experiment(
         experiment, artifact_location=artifact_location(uri, experiment))
-    is_gan = trainer in GAN_TRAINERS
-    metric, mode = ("fid", "min") if is_gan else ("val_acc", "max")
+    gan_sweep = is_gan(trainer)
+    metric, mode = ("fid", "min") if gan_sweep else ("val_acc", "max")
     parent = client.create_run(exp, run_name=f"sweep {experiment}", tags={
         "gansweep.role": "sweep", "gansweep.metric": metric, "gansweep.mode": mode,
         "gansweep.trainer": trainer}).info.run_id
@@ -66,9 +70,9 @@ def log_sweep(uri: str, experiment: str, scores: dict[str, float], conditional: 
             for epoch in (1, 2, 3):
                 client.log_text(run_id, "png", f"samples/epoch_{epoch:03d}.png")
         if name not in without_model:
-            model = (models.build(config, channels=1, image_size=28, num_classes=3)[0] if is_gan
+            model = (models.build(config, channels=1, image_size=28, num_classes=3)[0] if gan_sweep
                      else torch.nn.Linear(4, 3))
-            log_model(uri, run_id, model.eval(), "generator" if is_gan else "classifier")
+            log_model(uri, run_id, model.eval(), "generator" if gan_sweep else "classifier")
         client.set_terminated(run_id, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     return parent
@@ -250,7 +254,7 @@ def test_promote_a_classifier_sweep(store, tmp_path, capsys):
     assert (logged.name, version.tags["run_name"]) == ("classifier", "t002")
     assert client.get_model_version_download_uri("cls-classifier", "1") == logged.artifact_location
     assert '"name": "cls-classifier", "version": "1"' in logged.tags["mlflow.modelVersions"]
-    local = model_registry.download(client, "models:/cls-classifier@champion", tmp_path / "model")
+    local = stored_models.download(client, "models:/cls-classifier@champion", tmp_path / "model")
     assert isinstance(mlflow.pytorch.load_model(str(local)), torch.nn.Linear)
 
     assert cli(store, "promote", "cls", "--force") == 0
@@ -275,7 +279,7 @@ TRANSFER = {"transfer": {"source": "runs:/0123456789abcdef/discriminator"}}  # n
 
 
 def write_space(tmp_path, trainer: str) -> object:
-    metric, mode = ("fid", "min") if trainer in GAN_TRAINERS else ("val_acc", "max")
+    metric, mode = ("fid", "min") if is_gan(trainer) else ("val_acc", "max")
     path = tmp_path / f"{trainer}.yaml"
     path.write_text(yaml.safe_dump({
         "name": "exp", "trainer": trainer, "metric": metric, "mode": mode, "num_samples": 2,

@@ -16,9 +16,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from test_sweep import sweep_args, write_space
 
-from orchestrator import warm_start
 from orchestrator.cli import main
-from orchestrator.space import load_space
+from orchestrator.space.loading import load_space
+from orchestrator.sweep import warm_start
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -111,7 +111,7 @@ def test_set_pins_a_param_over_start_from_and_names_itself(tmp_path, capsys, no_
 
 
 def test_grid_runs_its_start_from_points_first_and_each_point_once():
-    from orchestrator.sweep import searcher
+    from orchestrator.sweep.tuner import searcher
 
     space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "transfer_freeze_mnist.yaml")
     search = searcher(space)
@@ -127,7 +127,7 @@ def test_grid_runs_its_start_from_points_first_and_each_point_once():
 def test_a_restored_searcher_does_not_run_start_from_again(tmp_path):
     """--resume: Tune restores the searcher it saved (Searcher.save_to_dir / restore_from_dir), whose
     study has taken the enqueued configs already."""
-    from orchestrator.sweep import searcher
+    from orchestrator.sweep.tuner import searcher
 
     entries = [{"lr": 2e-4, "beta1": 0.5}, {"loss": "bce", "ngf": 24}]
     space = load_space(space_file(tmp_path, start_from=entries))

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import store
 from orchestrator.errors import LookupProblem, UsageError
-from orchestrator.tracking import experiment_id
+from orchestrator.tracking import mlflow_store
+from orchestrator.tracking.parent_run import experiment_id
 
 
 def open_and_create(uri: str, name: str) -> str:
-    client = store.connect(uri)
+    client = mlflow_store.connect(uri)
     return experiment_id(client, uri, name)
 
 
@@ -35,7 +35,7 @@ def test_a_local_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
-    client = store.connect(uri)
+    client = mlflow_store.connect(uri)
     experiment = experiment_id(client, uri, "dcgan mnist/v2")
     run = client.create_run(experiment)
     client.log_text(run.info.run_id, "hello", "note.txt")
@@ -45,19 +45,19 @@ def test_a_local_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
 
 
 def test_the_check_before_a_sweep_creates_nothing(tmp_path):
-    store.check(f"sqlite:///{tmp_path}/new/folder/mlflow.db")
+    mlflow_store.check(f"sqlite:///{tmp_path}/new/folder/mlflow.db")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "a-file").write_text("")
     with pytest.raises(UsageError, match=f"{tmp_path}/a-file is not a writable folder"):
-        store.check(f"sqlite:///{tmp_path}/a-file/mlflow.db")
+        mlflow_store.check(f"sqlite:///{tmp_path}/a-file/mlflow.db")
 
 
 def test_a_reader_does_not_create_the_store(tmp_path):
     with pytest.raises(LookupProblem, match="run a sweep first"):
-        store.connect(f"sqlite:///{tmp_path}/new/mlflow.db", create=False)
+        mlflow_store.connect(f"sqlite:///{tmp_path}/new/mlflow.db", create=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unreachable_server_is_named(tmp_path):
     with pytest.raises(LookupProblem, match="the tracking server http://127.0.0.1:9 does not answer"):
-        store.check("http://127.0.0.1:9")
+        mlflow_store.check("http://127.0.0.1:9")

@@ -257,7 +257,8 @@ def test_a_kill_between_rotation_and_snapshot_still_resumes(tmp_path, tiny, ray_
     (SIGSTOP) while the storage shows that state, then killed."""
     import pyarrow.fs
 
-    from orchestrator.rotation import checkpoint_indices, snapshot_checkpoints
+    from orchestrator.library_internals import snapshot_checkpoints
+    from orchestrator.sweep.checkpoint_rotation import checkpoint_indices
 
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "5")  # a dozen checkpoints between two snapshots
     space = write_space(tmp_path, tiny, num_samples=1, scheduler={"type": "fifo"},

@@ -86,7 +86,7 @@ def test_resume_without_a_sweep(tmp_path, capsys, no_ray):
 
 
 def test_pareto_front():
-    from orchestrator.summary import pareto_front
+    from orchestrator.tracking.summary import pareto_front
 
     points = {"a": [10.0, 2.0], "b": [12.0, 3.0], "c": [11.0, 1.0], "d": [9.0, 1.5]}
     # fid min, inception_score max: c is worse than a on both; a, b, d trade off

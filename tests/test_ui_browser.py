@@ -21,8 +21,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from processes import stop_session
 
-from orchestrator import ui_view
 from orchestrator.cli import main
+from orchestrator.tracking import ui_view
 
 pytestmark = pytest.mark.sweep
 

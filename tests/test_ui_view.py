@@ -11,8 +11,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator import summary, tracking, ui_view
-from orchestrator.space import load_space
+from orchestrator.space.loading import load_space
+from orchestrator.tracking import parent_run, summary, ui_view
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +42,8 @@ def started(tmp_path, trainer: str, metric: str, mode: str):
     (tmp_path / "store").mkdir(exist_ok=True)
     space = space_file(tmp_path, trainer, metric, mode)
     client = MlflowClient(uri)
-    experiment = tracking.experiment_id(client, uri, space.name)
-    parent = tracking.start_parent(client, experiment, space, str(tmp_path / "sweeps"), "exp-1", {}, {})
+    experiment = parent_run.experiment_id(client, uri, space.name)
+    parent = parent_run.start(client, experiment, space, str(tmp_path / "sweeps"), "exp-1", {}, {})
     return uri, client, experiment, parent, space
 
 

@@ -1,15 +1,16 @@
-"""The trainer catalog: names -> train functions, defaults, validation, metrics, model export.
+"""The trainer catalog: each trainer's name and the function that imports it and returns its spec.
 
-A trainer's module (and torch with it) is imported the first time its spec is looked up, not
-when the catalog is: the command line names trainers and checks `GAN_TRAINERS` (report, help)
-without paying seconds of torch, torchvision and torchmetrics imports.
+A trainer's module (and torch with it) is imported the first time its spec is asked for, not when
+the catalog is: the command line names trainers without paying seconds of torch, torchvision and
+torchmetrics imports. Each spec is defined beside its train function (`trainers/gan.py`,
+`trainers/classify.py`); everything that differs between trainer families is a field of it, so the
+orchestrator asks the spec and never tests a trainer's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from trainers.config import ConfigError
@@ -33,68 +34,67 @@ class TrainerSpec:
     """Defaults + overrides, validated; raises ConfigError naming the key."""
     export: Callable[[dict[str, Any], dict[str, Any]], dict[str, nn.Module]]
     """(config, checkpoint's task state) -> the models to save, by name."""
+    promoted: str
+    """The logged model `promote` registers (as `<experiment>-<promoted>`): generator or classifier."""
+    picture: str
+    """The picture each epoch's checkpoint holds (`<picture>.png`), logged as `<picture>/epoch_NNN.png`."""
+    compared: tuple[str, ...]
+    """Metrics the sweep's view shows beside the ranking one."""
+    summary_metrics: tuple[str, ...] = ()
+    """Metrics the end of a sweep prints for its best trial beside the ranking one."""
+    image_series: bool = False
+    """The picture is also logged as an MLflow image series (key `picture`, step = epoch), which the
+    view shows as its image chart."""
+    stop_when: Mapping[str, Any] = field(default_factory=dict)
+    """The default collapse rule: thresholds as a space's `stop_when` writes them."""
+    needs_evaluator: bool = False
+    """Its metrics need the dataset's evaluator network, prepared once per node before the trials."""
     model_inputs: Mapping[str, str] = field(default_factory=dict)
     """Config keys that name a trained GAN model to start from, and the part each wants
-    (discriminator or generator): a sweep resolves them on the driver (orchestrator/model_sources.py)."""
+    (discriminator or generator): a sweep resolves them on the driver
+    (orchestrator/sweep/model_sources.py)."""
 
 
-def _gan(name: str, train: str, defaults: str) -> TrainerSpec:
+def _mlp_gan() -> TrainerSpec:
     from trainers import gan
 
-    return TrainerSpec(name, getattr(gan, train), getattr(gan, defaults), gan.METRICS,
-                       partial(gan.resolve, name), partial(gan.export_models, name))
+    return gan.MLP_GAN
 
 
-def _classifier(name: str, train: str, model_inputs: Mapping[str, str] | None = None) -> TrainerSpec:
+def _dcgan() -> TrainerSpec:
+    from trainers import gan
+
+    return gan.DCGAN
+
+
+def _classifier() -> TrainerSpec:
     from trainers import classify
 
-    return TrainerSpec(name, getattr(classify, train), classify.DEFAULTS[name], classify.METRICS,
-                       partial(classify.resolve, name), partial(classify.export, name), model_inputs or {})
+    return classify.CLASSIFIER
 
 
-class Catalog(MutableMapping[str, TrainerSpec]):
-    """Trainer name -> TrainerSpec, each spec built (its module imported) on its first lookup.
-    Names, `in` and iteration import nothing; setting an entry replaces the spec (tests do)."""
+def _transfer() -> TrainerSpec:
+    from trainers import classify
 
-    def __init__(self, builders: Mapping[str, Callable[[], TrainerSpec]]) -> None:
-        self._builders = dict(builders)
-        self._specs: dict[str, TrainerSpec] = {}
-
-    def __getitem__(self, name: str) -> TrainerSpec:
-        if name not in self._specs:
-            self._specs[name] = self._builders[name]()  # KeyError for an unknown name, as a dict
-        return self._specs[name]
-
-    def __setitem__(self, name: str, spec: TrainerSpec) -> None:
-        self._specs[name] = spec
-        self._builders.setdefault(name, lambda: spec)
-
-    def __delitem__(self, name: str) -> None:
-        del self._builders[name]
-        self._specs.pop(name, None)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._builders
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._builders)
-
-    def __len__(self) -> int:
-        return len(self._builders)
+    return classify.TRANSFER
 
 
-TRAINERS = Catalog({
-    "gan": partial(_gan, "gan", "train_mlp", "MLP_DEFAULTS"),
-    "dcgan": partial(_gan, "dcgan", "train_dcgan", "DCGAN_DEFAULTS"),
-    "classifier": partial(_classifier, "classifier", "train_classifier"),
-    "transfer": partial(_classifier, "transfer", "train_transfer", {"source": "discriminator"}),
-    "augment": partial(_classifier, "augment", "train_augment", {"generator": "generator"}),
-})
+def _augment() -> TrainerSpec:
+    from trainers import classify
 
-GAN_TRAINERS = frozenset({"gan", "dcgan"})  # the trainers whose runs hold a generator (promote, generate)
+    return classify.AUGMENT
+
+
+TRAINERS: dict[str, Callable[[], TrainerSpec]] = {
+    "mlp_gan": _mlp_gan,
+    "dcgan": _dcgan,
+    "classifier": _classifier,
+    "transfer": _transfer,
+    "augment": _augment,
+}
 
 
 def get(name: str) -> TrainerSpec:
     if name not in TRAINERS:
         raise ConfigError(f"unknown trainer {name!r}; choose one of: {', '.join(TRAINERS)}")  # no config key
-    return TRAINERS[name]
+    return TRAINERS[name]()

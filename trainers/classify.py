@@ -10,6 +10,7 @@ epochs: no gradients, and in eval mode so its batch-norm statistics stay those i
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from trainers import augment, loop, optim, plots, runtime, sources
 from trainers import data as datasets
+from trainers.catalog import TrainerSpec
 from trainers.config import ConfigError, check_choice, check_positive, check_range, check_whole, merge
 from trainers.data import ImageData, Split
 from trainers.loop import Report
@@ -273,3 +275,18 @@ class ClassifyTask:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+# -- the catalog's specs ---------------------------------------------------------------------------
+def _spec(name: str, train, model_inputs: dict[str, str] | None = None) -> TrainerSpec:
+    # Ranked on val_acc, compared on test_acc: logged at the last epoch only, so a sweep never
+    # chooses by the test set.
+    return TrainerSpec(name, train, DEFAULTS[name], METRICS, partial(resolve, name), partial(export, name),
+                       promoted="classifier", picture="confusion_matrix",
+                       compared=("val_acc", "test_acc", "val_loss"), summary_metrics=("val_acc", "test_acc"),
+                       model_inputs=model_inputs or {})
+
+
+CLASSIFIER = _spec("classifier", train_classifier)
+TRANSFER = _spec("transfer", train_transfer, {"source": "discriminator"})
+AUGMENT = _spec("augment", train_augment, {"generator": "generator"})

@@ -60,6 +60,12 @@ MLP_DEFAULTS: dict[str, Any] = {
     "lr": 1e-4,
     "beta1": 0.9,
 }
+DEFAULTS = {"mlp_gan": MLP_DEFAULTS, "dcgan": DCGAN_DEFAULTS}  # by trainer name
+
+
+def trainer_of(config: dict[str, Any]) -> str:
+    """The GAN trainer that builds a config's architecture (`arch`: mlp or dcgan)."""
+    return next(name for name, defaults in DEFAULTS.items() if defaults["arch"] == config["arch"])
 
 
 def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def resolve(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     Also fills the defaults that depend on the loss (`n_critic`, `d_norm`), so what is built from
     the result needs no checks and no rules of its own.
     """
-    defaults = DCGAN_DEFAULTS if trainer == "dcgan" else MLP_DEFAULTS
+    defaults = DEFAULTS[trainer]
     config = merge(defaults, overrides, trainer)
     datasets.check(config)
     runtime.check(config)

@@ -17,6 +17,7 @@ from torch import nn
 from trainers import checkpoint
 from trainers.config import ConfigError
 from trainers.gan import export_models
+from trainers.gan_config import trainer_of
 from trainers.models.gan import Discriminator, Generator
 
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # runs:/..., models:/..., s3://..., file:///...
@@ -71,5 +72,4 @@ def _from_checkpoint(path: Path, role: str, key: str) -> nn.Module:
         raise ConfigError(f"{key}={str(path)!r} was written before checkpoints kept their GAN config; "
                           f"use the run's MLflow model URI (runs:/<run_id>/{role}) instead", key=key)
     config = json.loads(state["config"])
-    trainer = "dcgan" if config["arch"] == "dcgan" else "gan"
-    return export_models(trainer, config, state)[role]
+    return export_models(trainer_of(config), config, state)[role]

@@ -2,12 +2,11 @@
 
 An autoscaling cluster may have no worker at all when the sweep starts, so the check reads the
 cluster's node types, not only its alive nodes. Ray's channel for them is the cluster config in the
-GCS (`ray._private.state.state.get_cluster_config()`: a `ClusterConfig` protobuf in internal KV
-namespace `__autoscaler`, key `__autoscaler_cluster_config`), which Ray Train and Ray Data read
-to know what an autoscaling cluster can grow to. Ray's own autoscaler (v1 and v2, Ray 2.60) does
-not write it, so the head does, once after `ray start`:
+GCS (orchestrator/library_internals.py), which Ray Train and Ray Data read to know what an
+autoscaling cluster can grow to. Ray's own autoscaler (v1 and v2, Ray 2.60) does not write it, so
+the head does, once after `ray start`:
 
-    python -m orchestrator.cluster_resources publish ~/ray_bootstrap_config.yaml
+    python -m orchestrator.cluster.node_types publish ~/ray_bootstrap_config.yaml
 
 (`ray up` copies the cluster config, filled out, to that file on the head.) A cluster without it
 (`ray start` by hand, `ray.cluster_utils.Cluster`) is judged by its alive nodes.
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import ray._private.state
 
-from orchestrator.space import SearchSpace
+from orchestrator import library_internals
+from orchestrator.space.search_space import SearchSpace
 
 NODE_TYPE_LABEL = "ray.io/node-group"  # the autoscaler's node type of a node, set on every node it starts
 
@@ -47,11 +46,11 @@ class NodeShape:
 
 def node_types() -> list[NodeShape] | None:
     """The node types published to the joined cluster's GCS, or None if none were."""
-    config = ray._private.state.state.get_cluster_config()
-    if config is None or not config.node_group_configs:
+    groups = library_internals.published_node_groups()
+    if groups is None:
         return None
     return [NodeShape(group.name, group.resources.get("CPU", 0), group.resources.get("GPU", 0),
-                      group.max_count != 0) for group in config.node_group_configs]
+                      group.max_count != 0) for group in groups]
 
 
 def alive_nodes() -> list[NodeShape]:
@@ -92,10 +91,9 @@ def problem(space: SearchSpace) -> str | None:
             f"{kind} with at least {cpu:g} CPUs and {gpu:g} GPUs {where}.")
 
 
-def cluster_config_of(config: dict[str, Any]) -> Any:
-    """A cluster launcher config (`available_node_types`...) as Ray's `ClusterConfig` protobuf."""
-    from ray.core.generated import autoscaler_pb2
-
+def node_groups_of(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """A cluster launcher config's node types (`available_node_types`...) as the node groups of Ray's
+    cluster config: whole-number resources, and the head as one node."""
     head = config.get("head_node_type")
     groups = []
     for name, spec in config["available_node_types"].items():
@@ -103,23 +101,19 @@ def cluster_config_of(config: dict[str, Any]) -> Any:
                      if float(v) == int(v) and v >= 0}  # the protobuf holds whole numbers
         low, high = (1, 1) if name == head else (spec.get("min_workers", 0),
                                                   spec.get("max_workers", config.get("max_workers", -1)))
-        groups.append(autoscaler_pb2.NodeGroupConfig(name=name, resources=resources,
-                                                     min_count=low, max_count=high))
-    return autoscaler_pb2.ClusterConfig(node_group_configs=groups)
+        groups.append({"name": name, "resources": resources, "min_count": low, "max_count": high})
+    return groups
 
 
 def publish(config: dict[str, Any], address: str) -> None:
     """Write a cluster launcher config's node types into the GCS of the Ray head at address."""
-    from ray._raylet import GcsClient
-
-    GcsClient(address=address).report_cluster_config(cluster_config_of(config).SerializeToString())
+    library_internals.publish_node_groups(node_groups_of(config), address)
 
 
 def main(argv: list[str] | None = None) -> int:
     import yaml
-    from ray._private.services import canonicalize_bootstrap_address_or_die
 
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.cluster_resources",
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.cluster.node_types",
                                      description="Tell the Ray cluster its node types (run on the head "
                                                  "after `ray start`), so a sweep can check them.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--address", default="auto", help="the Ray head's GCS (default: auto)")
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.expanduser().read_text())
-    publish(config, canonicalize_bootstrap_address_or_die(args.address))
+    publish(config, args.address)
     print(f"published node types {', '.join(config['available_node_types'])} to {args.address}")
     return 0
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import collapse
+from orchestrator.space import collapse
 
 FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
-COLLAPSED = "collapsed"  # stopped by the space's stop_when (orchestrator/collapse.py)
+COLLAPSED = "collapsed"  # stopped by the space's stop_when (orchestrator/space/collapse.py)
 LOST, INTERRUPTED = "lost", "interrupted"
 BUDGET_RAN_OUT = "the sweep's time budget ran out"
-CONFIG_ERROR = "config_error"  # the result key of a trial that a ConfigError ended (orchestrator/trial.py)
+CONFIG_ERROR = "config_error"  # the result key of a trial that a ConfigError ended (sweep/trial.py)
 
 
 @dataclass(frozen=True)

@@ -1,93 +1,24 @@
-"""The end of a sweep: a leaderboard read back from MLflow, pictures, and what to do next."""
+"""The end of a sweep: its leaderboard read back from MLflow and logged, pictures, what to do next."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from orchestrator import store, tags, ui_view
-from orchestrator.outcome import can_be_best
-from orchestrator.runs import children
-from trainers.catalog import GAN_TRAINERS
+from orchestrator.space import objective
+from orchestrator.space.search_space import SearchSpace, param_from_text
+from orchestrator.tracking import mlflow_store, tags, ui_view
+from orchestrator.tracking.leaderboard import Row, rank, table, to_csv
+from orchestrator.tracking.runs import children
+from trainers import catalog
+from trainers.catalog import TrainerSpec
 
-if TYPE_CHECKING:  # Optuna and matplotlib are imported where the pictures are made, not for `report`
+if TYPE_CHECKING:  # matplotlib is imported where the pictures are made
     import optuna
-
-    from orchestrator.space import SearchSpace
-
-
-@dataclass
-class Row:
-    rank: int
-    name: str
-    value: float
-    status: str
-    epochs: int
-    params: dict[str, str]
-    run_id: str
-    run: Run  # as searched: every param and latest metric, no second fetch
-    beside: dict[str, float]  # metrics shown next to the ranking one (test_acc beside val_acc)
-
-
-def beside(metric: str) -> list[str]:
-    """Metrics worth a column next to the ranking one: a classifier family is chosen by val_acc and
-    compared on test_acc (logged at the last epoch only)."""
-    return ["test_acc"] if metric == "val_acc" else []
-
-
-def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row]:
-    """Trial runs best first by metric (runs without it, then collapsed ones, last)."""
-    sign = 1 if mode == "min" else -1
-
-    def key(run: Run) -> tuple[bool, bool, float]:
-        value = run.data.metrics.get(metric)
-        unusable = not can_be_best(run.data.tags.get(tags.STATUS, ""))
-        return (unusable, value is None or not math.isfinite(value), sign * (value or 0.0))
-
-    return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
-                status=run.data.tags.get(tags.STATUS, run.info.status.lower()),
-                epochs=int(run.data.metrics.get("epoch", 0)),
-                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
-                run=run, beside={m: run.data.metrics.get(m, math.nan) for m in beside(metric)})
-            for i, run in enumerate(sorted(runs, key=key), 1)]
-
-
-def _short(text: str) -> str:
-    """A parameter as MLflow keeps it (a string), with floats cut to 3 significant digits."""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if number.is_integer() and "." not in text else f"{number:.3g}"
-
-
-def table(rows: list[Row], metric: str) -> str:
-    header = ["rank", "run", metric, *beside(metric), "status", "epochs", *(rows[0].params if rows else []),
-              "run id"]
-    lines = [[str(r.rank), r.name, f"{r.value:.4g}", *(f"{v:.4g}" for v in r.beside.values()), r.status,
-              str(r.epochs), *r.params.values(), r.run_id] for r in rows]
-    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]  # also no rows
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
-
-
-def to_csv(rows: list[Row], metric: str) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["rank", "run", metric, *beside(metric), "status", "epochs",
-                     *(rows[0].params if rows else []), "run_id"])
-    for r in rows:
-        writer.writerow([r.rank, r.name, r.value, *r.beside.values(), r.status, r.epochs, *r.params.values(),
-                         r.run_id])
-    return out.getvalue()
 
 
 def ui_link(tracking_uri: str, experiment: str, parent: str) -> str:
@@ -100,7 +31,7 @@ def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
     import optuna
 
     distributions = space.optuna_distributions()
-    study = optuna.create_study(direction="minimize" if space.primary_mode == "min" else "maximize")
+    study = optuna.create_study(direction=objective.direction(space.primary_mode))
     for row in rows:
         if not math.isfinite(row.value):
             continue
@@ -108,20 +39,10 @@ def study_of(rows: list[Row], space: SearchSpace) -> optuna.Study:
         params = {}
         for name, dist in distributions.items():
             if name in run_params:
-                params[name] = typed(run_params[name], dist)
+                params[name] = param_from_text(run_params[name], dist)
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={n: distributions[n] for n in params}, value=row.value))
     return study
-
-
-def typed(text: str, dist):
-    import optuna
-
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return next(c for c in dist.choices if str(c) == text)
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return int(float(text))
-    return float(text)
 
 
 def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, directory: Path) -> list[Path]:
@@ -163,7 +84,7 @@ def pictures(client: MlflowClient, rows: list[Row], space: SearchSpace, director
 
 def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
     """The keys whose objective vectors no other point dominates (better or equal everywhere)."""
-    signed = {key: [v if mode == "min" else -v for v, mode in zip(values, modes, strict=True)]
+    signed = {key: [objective.sort_key(v, mode) for v, mode in zip(values, modes, strict=True)]
               for key, values in points.items()}
 
     def dominates(a: list[float], b: list[float]) -> bool:
@@ -204,12 +125,10 @@ def _pyplot():
     return pyplot
 
 
-def best_metrics(row: Row, space: SearchSpace) -> str:
-    """The sweep's metric; for a classifier also val_acc and test_acc (logged at the last epoch
-    only: n/a for a trial stopped early)."""
-    names = [space.primary_metric]
-    if space.trainer not in GAN_TRAINERS:
-        names += [m for m in ("val_acc", "test_acc") if m not in names]
+def best_metrics(row: Row, space: SearchSpace, spec: TrainerSpec) -> str:
+    """The sweep's metric and the trainer's summary metrics (a classifier's val_acc and test_acc:
+    test_acc is logged at the last epoch only, so n/a for a trial stopped early)."""
+    names = list(dict.fromkeys([space.primary_metric, *spec.summary_metrics]))
     metrics = row.run.data.metrics
     return ", ".join(f"{m} {metrics[m]:.4g}" if m in metrics else f"{m} n/a" for m in names)
 
@@ -217,13 +136,13 @@ def best_metrics(row: Row, space: SearchSpace) -> str:
 def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpace,
            tracking_uri: str) -> list[Row]:
     """Log the leaderboard and pictures to the parent run, print the table and the next steps."""
-    metric, mode = space.primary_metric, space.primary_mode
+    metric, mode, spec = space.primary_metric, space.primary_mode, catalog.get(space.trainer)
     rows = rank(children(client, experiment, parent), metric, mode, list(space.params))
     client.log_text(parent, to_csv(rows, metric), "leaderboard.csv")
     with tempfile.TemporaryDirectory() as tmp:
         for picture in pictures(client, rows, space, Path(tmp)):
             client.log_artifact(parent, str(picture), "plots")
-    print(f"\nLeaderboard ({metric}, {'lower' if mode == 'min' else 'higher'} is better):")
+    print(f"\nLeaderboard ({metric}, {objective.better(mode)} is better):")
     print(table(rows[:20], metric))
     if len(space.metrics) > 1:
         print_pareto_front(rows, space)
@@ -231,7 +150,7 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
         best = rows[0]
         client.log_metric(parent, f"best_{metric}", best.value)
         client.set_tag(parent, tags.BEST_RUN, best.run_id)
-        print(f"\nBest trial: {best.name}: {best_metrics(best, space)} (MLflow run {best.run_id})")
+        print(f"\nBest trial: {best.name}: {best_metrics(best, space, spec)} (MLflow run {best.run_id})")
     if ui_view.read(client, experiment, ui_view.key_of(parent)) is None:  # a sweep begun before views
         ui_view.write(client, experiment, space, parent, client.get_run(parent).info.run_name)
     link = ui_link(tracking_uri, experiment, parent)
@@ -239,9 +158,9 @@ def finish(client: MlflowClient, experiment: str, parent: str, space: SearchSpac
         print(f"Runs, curves and sample grids: {link}")
     else:
         print(f"Runs, curves and sample grids: mlflow ui --backend-store-uri {tracking_uri}\n  then {link}")
-    promote = f"python -m orchestrator promote {space.name}{store.flag(tracking_uri)}"
-    if space.trainer in GAN_TRAINERS:
+    promote = f"python -m orchestrator promote {space.name}{mlflow_store.flag(tracking_uri)}"
+    if spec.promoted == "generator":  # what `generate` samples from
         print(f"Promote the best generator: {promote}")
     else:
-        print(f"Register the best classifier as {space.name}-classifier: {promote}")
+        print(f"Register the best {spec.promoted} as {space.name}-{spec.promoted}: {promote}")
     return rows

@@ -10,16 +10,14 @@ the previous stored snapshot named on.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import pyarrow.fs
 from ray import tune
 
-SNAPSHOT = re.compile(r"(^|/)experiment_state-[^/]+\.json$")
+from orchestrator.library_internals import snapshot_checkpoints
+
 CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
-PICKLED_CHECKPOINT = re.compile(rb"/checkpoint_(\d{6})")
 
 
 class CheckpointRotation(tune.Callback):
@@ -48,32 +46,7 @@ class CheckpointRotation(tune.Callback):
         del named[:-2]
 
 
-def snapshot_checkpoints(fs: pyarrow.fs.FileSystem, experiment_dir: str) -> dict[str, int]:
-    """Trial id -> the index of the checkpoint the newest experiment snapshot in storage restores
-    it from: the newest its checkpoint manager holds. Tune stores the manager pickled (as hex);
-    its checkpoint paths are read from those bytes as text, nothing is unpickled. (The last
-    result's `checkpoint_dir_name` can run one ahead of the manager, so it is not the answer.)"""
-    found = fs.get_file_info(pyarrow.fs.FileSelector(experiment_dir))
-    names = sorted(info.path for info in found if SNAPSHOT.search(info.path))
-    if not names:
-        return {}
-    with fs.open_input_stream(names[-1]) as stream:
-        snapshot = json.loads(stream.read())
-    needed = {}
-    for trial_state, runtime in snapshot["trial_data"]:
-        trial_id = _decoded(trial_state).get("trial_id")
-        manager = (_decoded(runtime).get("checkpoint_manager") or {}).get("value") or ""
-        held = [int(index) for index in PICKLED_CHECKPOINT.findall(bytes.fromhex(manager))]
-        if trial_id and held:
-            needed[trial_id] = max(held)
-    return needed
-
-
 def checkpoint_indices(fs: pyarrow.fs.FileSystem, trial_dir: str) -> list[int]:
     found = fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
     return [int(m.group(1)) for info in found
             if info.type == pyarrow.fs.FileType.Directory and (m := CHECKPOINT.search(info.path))]
-
-
-def _decoded(value: Any) -> dict[str, Any]:
-    return json.loads(value) if isinstance(value, str) else value

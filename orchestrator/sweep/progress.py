@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
-from functools import partial
 from typing import Any
 
 from ray import tune
 
-from orchestrator.outcome import COLLAPSED, CONFIG_ERROR, DIVERGED, FAILED, STOPPED_EARLY, outcome_of
+from orchestrator.space import objective
+from orchestrator.sweep.outcome import COLLAPSED, CONFIG_ERROR, DIVERGED, FAILED, STOPPED_EARLY, outcome_of
 
 ENDED = {STOPPED_EARLY: "stopped", COLLAPSED: "collapsed"}  # counted as these, not as Tune's "terminated"
 
@@ -33,11 +31,9 @@ class ProgressCallback(tune.Callback):
         if result.get(CONFIG_ERROR):
             return  # no epoch was trained; the trial's end says why
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            better = (self.best is None or (value < self.best[0] if self.mode == "min"
-                                            else value > self.best[0]))
-            if better:
-                self.best = (value, str(trial))
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        if finite and (self.best is None or objective.is_better(value, self.best[0], self.mode)):
+            self.best = (value, str(trial))
         self._print(trials, f"{trial} epoch {result.get('epoch', '?')} {self.metric} {_fmt(value)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -76,26 +72,3 @@ def _fmt(value: Any) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# Ray Tune catches Ctrl-C itself and returns from `fit()` as if the sweep had ended; this is how
-# the driver tells an interrupted sweep from a complete one.
-interrupted = threading.Event()
-
-
-class InterruptWatch(tune.Callback):
-    """Wraps the SIGINT/SIGUSR1 handler Tune installs for the run, to note that it fired."""
-
-    def setup(self, **info):
-        interrupted.clear()
-        if threading.current_thread() is not threading.main_thread():
-            return  # Tune catches no signal there either
-        for signum in (signal.SIGINT, signal.SIGUSR1):
-            tune_handler = signal.getsignal(signum)
-            if callable(tune_handler):
-                signal.signal(signum, partial(_note_interrupt, tune_handler))
-
-
-def _note_interrupt(tune_handler, signum, frame) -> None:
-    interrupted.set()
-    tune_handler(signum, frame)

@@ -6,6 +6,7 @@ Light on purpose (no Ray, no torch): every command imports it before it knows wh
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -77,6 +78,10 @@ def connect(uri: str, create: bool = True):
     database.parent.mkdir(parents=True, exist_ok=True)
     # The lock file lives in the temp folder, not beside the user's database.
     key = hashlib.sha256(str(database).encode()).hexdigest()[:16]
+    # MLflow logs each step of making a new store's schema at INFO ("Creating initial MLflow database
+    # tables..."): a first sweep's console is gansweep's own.
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     with FileLock(Path(tempfile.gettempdir()) / f"gansweep-store-{key}.lock"):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates or migrates the schema, here and now
@@ -93,15 +98,11 @@ def _check_server(uri: str) -> None:
             "or point --tracking-uri / MLFLOW_TRACKING_URI at the right one."
         ) from err
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
 
-    creds = get_default_host_creds(uri)  # what every MLflow call of this process sends
+    from orchestrator.library_internals import server_get
+
     try:
-        # One retry, one second apart: it answered /health a moment ago (MLflow's own default
-        # would retry a 5xx for minutes).
-        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=1,
-                                backoff_factor=1, timeout=10, params={"max_results": 1})
+        response, creds = server_get(uri, "/api/2.0/mlflow/experiments/search", {"max_results": 1})
     except MlflowException as err:
         raise LookupProblem(f"the tracking server {uri} answers /health but not a search of its "
                             f"experiments ({err.message}). Check its log") from None

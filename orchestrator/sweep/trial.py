@@ -9,7 +9,6 @@ of results and checkpoints, across retries and `--resume` alike.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -19,8 +18,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator import storage
-from orchestrator.outcome import CONFIG_ERROR
+from orchestrator.space import objective
+from orchestrator.sweep import checkpoint_storage
+from orchestrator.sweep.outcome import CONFIG_ERROR
 from trainers import catalog
 from trainers.config import ConfigError
 from trainers.loop import Diverged
@@ -32,7 +32,7 @@ NODE_KEY, GPUS_KEY = "node_id", "cuda_visible_devices"  # result keys, not metri
 def make_trainable(trainer: str, objectives: dict[str, str]):
     """A Tune function trainable for `trainer`; objectives maps each ranked metric to min/max."""
     spec = catalog.get(trainer)
-    worst = {metric: math.inf if mode == "min" else -math.inf for metric, mode in objectives.items()}
+    worst = {metric: objective.worst(mode) for metric, mode in objectives.items()}
 
     def run_trial(config: dict[str, Any]) -> None:
         where = placement()
@@ -52,7 +52,7 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
                 config = {**config, "resume_from": f"{local}/resume"}
             for key in spec.model_inputs:  # copies the driver put in the sweep's storage
                 if config.get(key):
-                    storage.download(config[key], Path(local) / key)
+                    checkpoint_storage.download(config[key], Path(local) / key)
                     config = {**config, key: str(Path(local) / key)}
             try:
                 spec.train(config, report)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SPOT_SUFFIX = "_spot"  # the name convention orchestrator/spot_first.py ranks by
-SCORER_ENV = "RAY_AUTOSCALER_UTILIZATION_SCORER=orchestrator.spot_first.score"
+from orchestrator import library_internals
+from orchestrator.cluster.spot_first import SCORER_PATH, SPOT_SUFFIX
+
+SCORER_ENV = f"RAY_AUTOSCALER_UTILIZATION_SCORER={SCORER_PATH}"
 V1_ENV = "RAY_enable_autoscaler_v2=0"
 TOKEN_ENV = "RAY_AUTH_MODE=token"
 TOKEN_PATH = "~/.ray/auth_token"
-PUBLISH = "python -m orchestrator.cluster_resources publish"  # node types for the sweep's resource check
+PUBLISH = "python -m orchestrator.cluster.node_types publish"  # node types for the sweep's resource check
 
 
 class ClusterConfigError(Exception):
@@ -78,15 +80,13 @@ def ray_validate(config: dict[str, Any], path: str) -> dict[str, Any]:
     (the launcher's JSON schema, head type, min/max workers): the prepared config, or
     ClusterConfigError with Ray's complaint and the field it is about."""
     import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
 
     provider = config.get("provider")
     if not isinstance(provider, dict) or "type" not in provider:
         raise ClusterConfigError(
             f"{path}: provider.type is missing: add `provider: {{type: aws, region: ...}}`.")
     try:
-        prepared = prepare_config(copy.deepcopy(config))
-        validate_config(prepared)
+        prepared = library_internals.launcher_validated(copy.deepcopy(config))
     except jsonschema.ValidationError as error:
         raise ClusterConfigError(f"{path}: Ray's cluster launcher rejects {_field(error.absolute_path)}: "
                                  f"{error.message}. See Ray's cluster config reference "
@@ -142,8 +142,8 @@ def _gansweep_rules(config: dict[str, Any], result: ClusterCheck) -> None:
                 + (f"InstanceMarketOptions asks for spot but the name does not end in '{SPOT_SUFFIX}'"
                    if is_spot else f"the name ends in '{SPOT_SUFFIX}' but node_config has no "
                    "InstanceMarketOptions: {MarketType: spot}")
-                + ". orchestrator/spot_first.py ranks spot types by that suffix: rename the type or fix "
-                "node_config.")
+                + ". orchestrator/cluster/spot_first.py ranks spot types by that suffix: rename the type or "
+                "fix node_config.")
     if spot and not on_demand:
         result.warnings.append(
             f"{path}: every worker type is spot ({', '.join(spot)}): while AWS has no spot capacity the "

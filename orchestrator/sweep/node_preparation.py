@@ -19,9 +19,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator.space import SearchSpace, SpaceError
-from orchestrator.space_checks import finite_values
-from trainers.catalog import GAN_TRAINERS
+from orchestrator.errors import SpaceError
+from orchestrator.space.search_space import SearchSpace
+from orchestrator.space.values import finite_values
+from trainers import catalog
 from trainers.config import ConfigError
 from trainers.prepare import DEFINING_KEYS, data_config, prepare
 
@@ -68,10 +69,10 @@ def prepare_nodes(space: SearchSpace) -> None:
     try:
         configs = [data_config(space.trainer, values) for values in fixed]
     except ConfigError as err:
-        raise SpaceError(space.path, field_of(space, err.key), str(err)) from None
+        raise SpaceError(space.path, space.field_of(err.key), str(err)) from None
     datasets = ", ".join(dict.fromkeys(config["dataset"] for config in configs))
-    gan = space.trainer in GAN_TRAINERS
-    what = "data and evaluator" if gan else "data"
+    with_evaluator = catalog.get(space.trainer).needs_evaluator
+    what = "data and evaluator" if with_evaluator else "data"
     count = f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}"
     print(f"preparing {datasets} {what} on {count} ...", file=sys.stderr, flush=True)
     began = time.perf_counter()
@@ -80,22 +81,15 @@ def prepare_nodes(space: SearchSpace) -> None:
     # trainers.prepare's own, so a node imports torch and the data code, not this module.
     task = ray.remote(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu, max_retries=0)(prepare)
     tasks = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-             .remote(config, gan) for node in nodes for config in configs]
+             .remote(config, with_evaluator) for node in nodes for config in configs]
     try:
         done = sorted(set(ray.get(tasks)))
     except ray.exceptions.RayTaskError as err:
         if isinstance(err.cause, ConfigError):  # the dataset cannot be loaded: no trial could run
-            raise SpaceError(space.path, field_of(space, err.cause.key), str(err.cause)) from None
+            raise SpaceError(space.path, space.field_of(err.cause.key), str(err.cause)) from None
         print(f"preparing failed ({err.cause!r}): each trial prepares its own", file=sys.stderr)
         return
     except ray.exceptions.RayError as err:  # a node lost: the trials still prepare their own
         print(f"preparing failed ({type(err).__name__}): each trial prepares its own", file=sys.stderr)
         return
     print(f"prepared in {time.perf_counter() - began:.1f} s ({'; '.join(done)})", file=sys.stderr)
-
-
-def field_of(space: SearchSpace, key: str | None) -> str:
-    """Where the space sets a config key: `--set KEY`, `params.KEY` or `fixed.KEY`."""
-    if key in space.overrides:
-        return f"--set {key}"
-    return f"params.{key}" if key in space.params else f"fixed.{key or '?'}"

@@ -1,48 +1,46 @@
-"""The model registry: promote a sweep's best model to `@champion`, roll back, sample from a generator.
+"""The model registry: promote a sweep's best model to `@champion`, roll back.
 
-A GAN sweep's trials log a `generator` (registered as `<experiment>-generator`), a classifier,
-transfer or augment sweep's a `classifier` (`<experiment>-classifier`). Aliases carry the state:
-`champion` is the version in use, `previous` the one it replaced. A registered model made here is
-tagged `gansweep.experiment`, so a name already used by an unrelated model is refused rather than
-overwritten.
+The trainer's spec says which logged model a sweep's trials offer (`TrainerSpec.promoted`): a GAN
+sweep's `generator` (registered as `<experiment>-generator`), a classifier sweep's `classifier`.
+Aliases carry the state: `champion` is the version in use, `previous` the one it replaced. A
+registered model made here is tagged `gansweep.experiment`, so a name already used by an unrelated
+model is refused rather than overwritten.
 
 Every call goes through the client of the command's tracking URI: MLflow's fluent helpers
-(`mlflow.register_model`, the `models:/` resolver of its downloads) use the process-wide URI,
-which is ./mlflow.db whatever --tracking-uri said.
+(`mlflow.register_model`) use the process-wide URI, which is ./mlflow.db whatever --tracking-uri said.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from orchestrator import tags
+from orchestrator import library_internals
 from orchestrator.errors import LookupProblem
-from orchestrator.outcome import COLLAPSED, can_be_best
-from orchestrator.runs import Sweep, children, varying_params
-from trainers.catalog import GAN_TRAINERS
+from orchestrator.space import objective
+from orchestrator.space.source_forms import CHAMPION
+from orchestrator.sweep.outcome import COLLAPSED, can_be_best
+from orchestrator.tracking import tags
+from orchestrator.tracking.runs import Sweep, children, varying_params
+from trainers import catalog
+from trainers.catalog import TrainerSpec
 
-CHAMPION, PREVIOUS = "champion", "previous"
-GENERATOR, CLASSIFIER = "generator", "classifier"  # the logged model a sweep's trials offer
+PREVIOUS = "previous"
+PICTURE_WORDS = {"samples": "sample grid", "confusion_matrix": "confusion matrix"}  # in a description
 
 
-def model_part(sweep: Sweep) -> str:
-    """The logged model that `promote` registers from this sweep (sweeps older than the trainer
-    tag were all GAN sweeps)."""
-    trainer = sweep.parent.data.tags.get(tags.TRAINER, "dcgan")
-    return GENERATOR if trainer in GAN_TRAINERS else CLASSIFIER
+def trainer_of(sweep: Sweep) -> TrainerSpec:
+    """The spec of the trainer a sweep ran (its parent run's tag)."""
+    return catalog.get(sweep.parent.data.tags[tags.TRAINER])
 
 
 def registered_name(sweep: Sweep) -> str:
-    return f"{sweep.experiment_name}-{model_part(sweep)}"
+    return f"{sweep.experiment_name}-{trainer_of(sweep).promoted}"
 
 
 @dataclass
@@ -69,7 +67,7 @@ def best_candidate(client: MlflowClient, sweep: Sweep, metric: str, mode: str, p
         known = sorted({m for r in runs for m in r.data.metrics})
         raise LookupProblem(f"no finished run of sweep {sweep.parent.info.run_name!r} has metric "
                             f"{metric!r}; they have: {', '.join(known) or 'no metrics'}")
-    scored.sort(key=lambda r: r.data.metrics[metric], reverse=mode == "max")
+    scored.sort(key=lambda r: objective.sort_key(r.data.metrics[metric], mode))
     keys = varying_params(runs)
     for run in scored:
         models = client.search_logged_models(
@@ -109,37 +107,31 @@ def _refuse_if_not_better(candidate: Candidate, current: ModelVersion, metric: s
     held = current.tags.get("metric_value")
     if held is None or current.tags.get("metric") != metric:
         return  # ranked by another metric: nothing to compare
-    better = candidate.value < float(held) if mode == "min" else candidate.value > float(held)
-    if not better:
+    if not objective.is_better(candidate.value, float(held), mode):
         raise LookupProblem(
             f"not promoted: the candidate {candidate.run_name} has {metric} {candidate.value:.4g}, "
             f"the champion (version {current.version}) has {float(held):.4g}, which is at least as "
             f"good ({mode}). Use --force to promote anyway.")
 
 
-PICTURE_TAG = {GENERATOR: "samples", CLASSIFIER: "confusion_matrix"}  # the run's per-epoch picture folder
-
-
-def last_picture(client: MlflowClient, run_id: str, part: str) -> str | None:
-    """The run's picture of its last epoch (samples/epoch_NNN.png) as a `runs:/` URI, or None."""
-    folder = PICTURE_TAG[part]
+def last_picture(client: MlflowClient, run_id: str, folder: str) -> str | None:
+    """The run's picture of its last epoch (such as samples/epoch_NNN.png) as a `runs:/` URI, or None."""
     files = sorted(a.path for a in client.list_artifacts(run_id, folder) if a.path.endswith(".png"))
     return f"runs:/{run_id}/{files[-1]}" if files else None
 
 
-def describe(candidate: Candidate, sweep: Sweep, metric: str, mode: str, part: str,
+def describe(candidate: Candidate, sweep: Sweep, metric: str, mode: str, picture_folder: str,
              picture: str | None) -> str:
     """The version's description on the Models page: why it is the champion, and where it came from."""
-    better = "lower" if mode == "min" else "higher"
-    lines = [f"**{metric} {candidate.value:.4g}** ({better} is better): the best finished trial of its sweep "
-             f"by {metric}.", "",
+    lines = [f"**{metric} {candidate.value:.4g}** ({objective.better(mode)} is better): the best finished "
+             f"trial of its sweep by {metric}.", "",
              f"- sweep: `{sweep.parent.info.run_name}` (run `{sweep.parent.info.run_id}`), "
              f"experiment `{sweep.experiment_name}`",
              f"- trial: `{candidate.run_name}` (run `{candidate.run_id}`)"]
     if candidate.params:
         lines.append("- params: " + ", ".join(f"{k}={v}" for k, v in candidate.params.items()))
     if picture:
-        what = "sample grid" if part == GENERATOR else "confusion matrix"
+        what = PICTURE_WORDS.get(picture_folder, picture_folder)
         lines.append(f"- {what} of its last epoch: `{picture}`")
     return "\n".join(lines)
 
@@ -154,7 +146,8 @@ class Promotion:
 
 def promote(client: MlflowClient, sweep: Sweep, name: str, metric: str, mode: str, force: bool) -> Promotion:
     """Register the sweep's best model (its generator or classifier) and point @champion at it."""
-    part = model_part(sweep)
+    spec = trainer_of(sweep)
+    part = spec.promoted
     candidate = best_candidate(client, sweep, metric, mode, part)
     exists = _check_owner(client, name, sweep.experiment_name, part)
     current = _champion(client, name) if exists else None
@@ -166,15 +159,15 @@ def promote(client: MlflowClient, sweep: Sweep, name: str, metric: str, mode: st
             description=f"The {part}s promoted from sweeps of {sweep.experiment_name}")
     # The logged model's own location as source, with its run and id: a `models:/<id>` source
     # makes a local (sqlite) registry look the id up in the process-wide store.
-    picture = last_picture(client, candidate.run_id, part)
+    picture = last_picture(client, candidate.run_id, spec.picture)
     version = client.create_model_version(
         name, candidate.location, run_id=candidate.run_id, model_id=candidate.model_id, tags={
             "metric": metric, "metric_value": repr(candidate.value), "mode": mode,
             "sweep_run_id": sweep.parent.info.run_id, "sweep_run_name": sweep.parent.info.run_name,
             "run_id": candidate.run_id, "run_name": candidate.run_name,
             "params": json.dumps(candidate.params),
-            **({PICTURE_TAG[part]: picture} if picture else {})},
-        description=describe(candidate, sweep, metric, mode, part, picture))
+            **({spec.picture: picture} if picture else {})},
+        description=describe(candidate, sweep, metric, mode, spec.picture, picture))
     _note_version(client, candidate.model_id, version)
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current.version)
@@ -188,16 +181,17 @@ def promote(client: MlflowClient, sweep: Sweep, name: str, metric: str, mode: st
 def _note_version(client: MlflowClient, model_id: str, version: ModelVersion) -> None:
     """List the version on its logged model, as `mlflow.register_model` does (a server does it
     itself, a local store does not): the UI links the two through this tag."""
-    noted = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    versions_tag = library_internals.model_versions_tag()
+    noted = json.loads(client.get_logged_model(model_id).tags.get(versions_tag, "[]"))
     entry = {"name": version.name, "version": str(version.version)}
     if entry not in [{"name": v.get("name"), "version": str(v.get("version"))} for v in noted]:
-        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*noted, entry])})
+        client.set_logged_model_tags(model_id, {versions_tag: json.dumps([*noted, entry])})
 
 
 def next_steps(promotion: Promotion, tracking_flag: str) -> list[str]:
     """The commands that use a new champion generator (none for a classifier), each with the
     `--tracking-uri` flag of this store."""
-    if promotion.part != GENERATOR:
+    if promotion.part != "generator":
         return []
     name, model = promotion.name, f"models:/{promotion.name}@{CHAMPION}"
     sample = f"sample from it: python -m orchestrator generate {model} --out grid.png{tracking_flag}"
@@ -223,63 +217,3 @@ def rollback(client: MlflowClient, name: str) -> str:
         client.set_registered_model_alias(name, PREVIOUS, current.version)
     return f"{name}: @{CHAMPION} is version {previous.version} again" + (
         f", @{PREVIOUS} is version {current.version}" if current else "")
-
-
-def model_location(client: MlflowClient, model_uri: str) -> str:
-    """Where a model's files are, found with this client.
-
-    MLflow 3.17 resolves `models:/...`, and `runs:/<run_id>/<name>` of a logged model, with the
-    process-wide registry whatever tracking URI it is given (ModelsArtifactRepository).
-    """
-    if model_uri.startswith("models:/"):
-        from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-        found = get_model_name_and_version(client, model_uri)  # (name, version) or (model id,)
-        if len(found) == 2:
-            return client.get_model_version_download_uri(*found)
-        return client.get_logged_model(found[0]).artifact_location
-    if model_uri.startswith("runs:/"):
-        run_id, _, name = model_uri[len("runs:/"):].partition("/")
-        logged = client.search_logged_models(
-            [client.get_run(run_id).info.experiment_id],
-            filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
-        if logged:
-            return logged[0].artifact_location
-    return model_uri  # the run's own artifacts, or a store's URI: no lookup
-
-
-def download(client: MlflowClient, model_uri: str, folder: Path) -> Path:
-    """A model's files, copied into folder from the client's store."""
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_location(client, model_uri),
-                                                    dst_path=str(folder), tracking_uri=client.tracking_uri))
-
-
-def generate(client: MlflowClient, model_uri: str, n: int, out: Path, seed: int = 0) -> tuple[int, int]:
-    """A sample grid from a generator model; one row per class for a conditional one."""
-    import mlflow
-    import torch
-    from torchvision.utils import save_image
-
-    with tempfile.TemporaryDirectory(prefix="gansweep-model-") as folder:
-        try:
-            generator = mlflow.pytorch.load_model(str(download(client, model_uri, Path(folder))),
-                                                  map_location="cpu")
-        except MlflowException as err:
-            raise LookupProblem(f"cannot load {model_uri} from {client.tracking_uri}: {err.message}") from err
-    if not hasattr(generator, "noise_dim"):
-        raise LookupProblem(f"{model_uri} is not a gansweep generator (it has no noise_dim)")
-    generator.eval()
-    torch.manual_seed(seed)
-    classes = getattr(generator, "num_classes", 0)
-    labels, nrow = None, max(1, int(math.sqrt(n)))
-    if classes:
-        nrow = max(1, n // classes)  # one row per class
-        labels = torch.arange(classes).repeat_interleave(nrow)
-        n = len(labels)
-    with torch.no_grad():
-        images = generator(torch.randn(n, generator.noise_dim), labels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
-    return tuple(images.shape[-2:])

@@ -16,10 +16,10 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from orchestrator import runs, tags
-from orchestrator.space import SearchSpace
-from orchestrator.space_checks import fit_value
-from orchestrator.summary import typed
+from orchestrator.space import objective
+from orchestrator.space.search_space import SearchSpace, param_from_text
+from orchestrator.space.values import fit_value
+from orchestrator.tracking import runs, tags
 
 NOTHING_TO_LEARN = {  # sampler -> why it would learn nothing from earlier trials
     "random": "draws every trial on its own",
@@ -65,8 +65,7 @@ def problem(space: SearchSpace, resume: bool) -> str | None:
 def load(client: MlflowClient, experiment_id: str, space: SearchSpace) -> History:
     """The finished trials (stopped early included, as Tune tells Optuna) with a finite final metric of
     every sweep of the experiment so far, oldest first; those that do not fit `space` are only counted."""
-    parents = client.search_runs([experiment_id], filter_string=f"tags.`{tags.ROLE}` = 'sweep'",
-                                 order_by=["attributes.start_time ASC"], max_results=5000)
+    parents = runs.sweep_runs(client, [experiment_id], newest_first=False)
     distributions = space.optuna_distributions()
     history = History([], [], 0, len(parents))
     for parent in parents:
@@ -96,7 +95,7 @@ def _as_suggested(space: SearchSpace, distributions: dict[str, optuna.distributi
     for name, text in run.data.params.items():
         if name in distributions:
             try:
-                values[name] = fit_value(space.params[name], typed(text, distributions[name]))
+                values[name] = fit_value(space.params[name], param_from_text(text, distributions[name]))
             except (ValueError, StopIteration):  # outside; fine if the space does not suggest it here
                 continue
     trial = optuna.trial.FixedTrial(values)
@@ -114,6 +113,6 @@ def storage(space: SearchSpace, history: History | None) -> optuna.storages.Base
         return None
     store = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=store, study_name=space.name,
-                                directions=["minimize" if m == "min" else "maximize" for m in space.modes])
+                                directions=[objective.direction(m) for m in space.modes])
     study.add_trials(history.trials)
     return store

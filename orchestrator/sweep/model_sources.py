@@ -6,13 +6,7 @@ Trials never open the tracking store (one writer: the driver), and a source that
 the same way every time. So it is found here, once: a missing or misspelt one stops the sweep with
 exit 2, naming the key and the URI, before anything is written.
 
-A source is one of:
-  runs:/<run_id>/<part>                       a model logged by a trial run (part: discriminator, generator)
-  models:/<name>@<alias>, models:/<name>/<N>  a registered model version (what `promote` makes)
-  {champion: <name>, part: <part>}            a part of the run behind <name>@champion: the discriminator
-                                              of a promoted generator, without copying its run id
-  a local folder                              a gan/dcgan checkpoint (.../checkpoints/epoch_NNN) or a
-                                              saved MLflow model
+The forms a source may take: orchestrator/space/source_forms.py.
 """
 
 from __future__ import annotations
@@ -21,21 +15,13 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from orchestrator.errors import SpaceError
-from trainers.catalog import get as trainer_spec
+from orchestrator.space.search_space import SearchSpace
+from orchestrator.space.source_forms import CHAMPION, REGISTERED, URI
+from orchestrator.space.values import shown
+from trainers import catalog
 from trainers.config import ConfigError
-
-if TYPE_CHECKING:  # space.py checks forms with this module
-    from orchestrator.space import SearchSpace
-
-CHAMPION = "champion"
-PARTS = ("discriminator", "generator")
-URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # runs:/, models:/, s3://, file:///...
-REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 @dataclass(frozen=True)
@@ -46,34 +32,9 @@ class Source:
     local: Path  # an MLflow model folder on the driver, ready to copy into the storage
 
 
-def form_problem(value: Any) -> str | None:
-    """What is wrong with the form of a source value (nothing is looked up), or None."""
-    if isinstance(value, dict):
-        unknown = set(value) - {CHAMPION, "part"}
-        if unknown or not isinstance(value.get(CHAMPION), str):
-            return (f"{shown(value)}: a mapping names a champion's part, as {{champion: <registered model>, "
-                    f"part: discriminator}}" + (f"; unknown field {sorted(unknown)[0]!r}" if unknown else ""))
-        if value.get("part", PARTS[0]) not in PARTS:
-            return f"{shown(value)}: part must be one of {', '.join(PARTS)}"
-        return None
-    if not isinstance(value, str) or not value:
-        return (f"{value!r} is not a model: use runs:/<run_id>/<part>, models:/<name>@<alias>, "
-                "{champion: <name>, part: <part>} or a checkpoint folder")
-    if value.startswith("models:/") and not REGISTERED.match(value):
-        return f"{value}: a registered model is models:/<name>@<alias> or models:/<name>/<version>"
-    return None
-
-
-def shown(value: Any) -> str:
-    """A value as the user would write it on one line of YAML or --set ({champion: q, part: generator})."""
-    if isinstance(value, (dict, list)):
-        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
-    return str(value)
-
-
 def wanted(space: SearchSpace) -> dict[str, str]:
     """The model inputs of the space's trainer that its fixed values set: key -> part."""
-    inputs = trainer_spec(space.trainer).model_inputs
+    inputs = catalog.get(space.trainer).model_inputs
     return {key: part for key, part in inputs.items() if space.fixed.get(key) is not None}
 
 
@@ -83,21 +44,16 @@ def resolve(space: SearchSpace, tracking_uri: str, workdir: Path) -> list[Source
     return [_resolve(space, tracking_uri, key, part, workdir / key) for key, part in wanted(space).items()]
 
 
-def field(space: SearchSpace, key: str) -> str:
-    """Where the value of `key` came from, for an error message."""
-    return f"--set {key}" if key in space.overrides else f"fixed.{key}"
-
-
 def _reader(space: SearchSpace, tracking_uri: str, key: str):
     """A client of the tracking store, which must exist (looking a source up creates nothing) and
     accept this process's credentials."""
-    from orchestrator import store
+    from orchestrator.tracking import mlflow_store
 
-    database = store.sqlite_path(tracking_uri)
+    database = mlflow_store.sqlite_path(tracking_uri)
     if database is not None and not database.exists():
-        raise SpaceError(space.path, field(space, key), f"{shown(space.fixed[key])}: the tracking store "
+        raise SpaceError(space.path, space.field_of(key), f"{shown(space.fixed[key])}: the tracking store "
                          f"{tracking_uri} does not exist. Pass the --tracking-uri of the sweep that made it")
-    return store.connect(tracking_uri, create=False)
+    return mlflow_store.connect(tracking_uri, create=False)
 
 
 def _resolve(space: SearchSpace, tracking_uri: str, key: str, part: str, folder: Path) -> Source:
@@ -107,7 +63,7 @@ def _resolve(space: SearchSpace, tracking_uri: str, key: str, part: str, folder:
     given = shown(value)
 
     def fail(message: str) -> SpaceError:
-        return SpaceError(space.path, field(space, key), f"{given}: {message}")
+        return SpaceError(space.path, space.field_of(key), f"{given}: {message}")
 
     if isinstance(value, str) and not URI.match(value):  # a local folder: no tracking store involved
         return Source(key, given, str(Path(value).expanduser().resolve()),
@@ -169,9 +125,9 @@ def _logged_by_run(client, uri: str) -> str:
 
 
 def _download(client, uri: str, folder: Path, fail) -> Path:
-    from orchestrator import model_registry
+    from orchestrator.registry import stored_models
 
-    local = model_registry.download(client, uri, folder)  # from this store, not the process-wide one
+    local = stored_models.download(client, uri, folder)  # from this store, not the process-wide one
     if not (Path(local) / "MLmodel").is_file():
         raise fail("this is not an MLflow model (it has no MLmodel file)")
     return Path(local)
@@ -207,12 +163,12 @@ def _checkpoint_as_model(path: str, part: str, key: str, folder: Path, fail) -> 
 
 def stage(space: SearchSpace, sources: list[Source], place: str) -> SearchSpace:
     """Copy each source into the storage folder `place`; the space whose fixed values name the copies."""
-    from orchestrator import storage
+    from orchestrator.sweep import checkpoint_storage
 
     fixed = dict(space.fixed)
     for source in sources:
         destination = f"{place.rstrip('/')}/{source.key}"
-        storage.upload(source.local, destination)
+        checkpoint_storage.upload(source.local, destination)
         fixed[source.key] = destination
     return dataclasses.replace(space, fixed=fixed)
 

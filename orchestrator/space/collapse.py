@@ -1,9 +1,9 @@
 """The GAN-aware stop rule: a trial whose samples have collapsed is stopped at the end of the epoch
 that shows it, whatever the scheduler, and ends as `collapsed` with the reason in its run.
 
-A space's `stop_when` sets the rule (checked by orchestrator/space_checks.py): thresholds on
-metrics the trainer reports, each judged on every epoch's result from `from_epoch` on. GAN trainers
-start from GAN_DEFAULTS; other trainers have no rule unless their space names one. `reason` is the
+A space's `stop_when` sets the rule (checked by orchestrator/space/checks.py): thresholds on
+metrics the trainer reports, each judged on every epoch's result from `from_epoch` on, over the
+trainer's default rule (`TrainerSpec.stop_when`: the GAN trainers' stops collapsed samples). `reason` is the
 rule; `Stop` applies it for Tune and leaves its verdict in the result, where outcome.outcome_of
 reads it. No Ray import here: loading a space must not import Ray.
 """
@@ -19,16 +19,7 @@ RESULT_KEY = "collapsed"  # where `Stop` leaves the reason in the result
 FROM_EPOCH, DEFAULT_FROM_EPOCH = "from_epoch", 2  # the first epoch judged: epoch 1 of a good run can look bad
 DIRECTIONS = ("below", "above")
 
-# Chosen from the quickstart (8 DCGAN trials on mnist5k, 500 samples per evaluation, all run to 8
-# epochs). The 3 trials that collapsed to one image had a sample_diversity of 1e-5 to 8e-4 after
-# epoch 2, 1e-5 to 6e-5 after epoch 3, then about 1e-6 (FID stuck at 241); the others 0.014 to 0.19
-# after epoch 2. Healthy runs dip on the way: 0.004 after epoch 1 for a trial that reached FID 10,
-# 6e-4 and 2e-3 for MLP GANs (bce, hinge) in their 4th epoch before spreading out again. Hence no
-# verdict on epoch 1, and a threshold below those dips: fakes whose features spread 1% as much as
-# the real images' (std) are one image up to noise. The inception score (1.00 for those collapsed
-# trials, but also for healthy ones up to epoch 4) and d_acc (1.00 in healthy trials' epochs 2 and 3)
-# did not separate them, so they are not in the defaults; a space can still name them.
-GAN_DEFAULTS: dict[str, Any] = {"sample_diversity": {"below": 1e-4}}
+# The rule's own words for what a crossed threshold means (a trainer's default rule is on its spec).
 MEANING = {"sample_diversity": "the samples have collapsed to nearly one image"}
 
 

@@ -1,41 +1,32 @@
 """The sweep's ready view in MLflow's UI: the runs table with the columns that rank it, and charts.
 
-MLflow 3.17 keeps a saved ("shared") view of an experiment as the experiment tag
-`mlflow.sharedViewState.<key>`, opened by `#/experiments/<id>/runs?...&viewStateShareKey=<key>`.
-Its value is what the UI's own "Save as new view" writes: an envelope
-`{"name", "createdAt", "updatedAt", "state"}` (milliseconds) whose `state` is the view as a JSON
-string (the UI may also deflate it; plain JSON is read too). The UI lists these envelopes by name
-among the experiment's saved views. `state` holds the runs search (`searchFilter`, `orderByKey`,
-`orderByAsc`, ...) and the UI state (`selectedColumns`, `compareRunCharts`, `compareRunSections`,
-...): the field names are those of MLflow 3.17.2's JS bundle (server/js/build), which drops any
-other key. A tag value holds at most 20000 characters.
+MLflow keeps a saved ("shared") view of an experiment as an experiment tag, opened by a link to the
+runs page: the envelope, tag and link are MLflow's private UI state (orchestrator/library_internals.py).
+The view's `state` holds the runs search (`searchFilter`, `orderByKey`, `orderByAsc`, ...) and the UI
+state (`selectedColumns`, `compareRunCharts`, `compareRunSections`, ...): the field names are those of
+MLflow 3.17.2's JS bundle (server/js/build), which drops any other key; tests/test_library_internals.py
+finds each of them there.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator import tags
-from trainers.catalog import GAN_TRAINERS
+from orchestrator import library_internals
+from orchestrator.space import objective
+from orchestrator.tracking import tags
+from trainers import catalog
 
 if TYPE_CHECKING:  # `report` and `ui` need no Optuna or pydantic
-    from orchestrator.space import SearchSpace
+    from orchestrator.space.search_space import SearchSpace
 
-PREFIX = "mlflow.sharedViewState."
-LIMIT = 20000  # MLflow's longest experiment tag value (and the UI's own limit for a view)
 # The charts' own section. Not the UI's "Model metrics": the UI fills that one with a chart per
 # metric (a dozen for a GAN), which would bury the three that rank the sweep.
 SECTION = "Sweep: ranking, params, sample grids"
-SAMPLES = "samples"  # the image key of the sample grids (tracking.TrackingCallback.on_checkpoint)
-
-# The metrics a user compares beside the ranking one.
-COMPARED = {"gan": ["kid", "inception_score", "d_f1", "g_loss", "d_loss", "sample_diversity"],
-            "classifier": ["val_acc", "test_acc", "val_loss"]}
 
 
 def key_of(parent_run_id: str) -> str:
@@ -45,8 +36,8 @@ def key_of(parent_run_id: str) -> str:
 
 def compared(space: SearchSpace) -> list[str]:
     """The ranking metric, the sweep's other objectives, then the metrics compared beside them."""
-    family = COMPARED["gan" if space.trainer in GAN_TRAINERS else "classifier"]
-    return list(dict.fromkeys([space.primary_metric, *space.metrics, *family]))
+    spec = catalog.get(space.trainer)
+    return list(dict.fromkeys([space.primary_metric, *space.metrics, *spec.compared]))
 
 
 def columns(space: SearchSpace) -> list[str]:
@@ -73,8 +64,9 @@ def charts(space: SearchSpace) -> list[dict]:
     if space.params:
         made.append(_chart("PARALLEL", "gansweep-params", f"params against {metric}", runsCountToCompare=20,
                            selectedParams=list(space.params), selectedMetrics=[metric], showAllRuns=False))
-    if space.trainer in GAN_TRAINERS:  # step 1: every trial has it, stopped early or not
-        made.append(_chart("IMAGE", "gansweep-samples", "sample grids", imageKeys=[SAMPLES], step=1,
+    spec = catalog.get(space.trainer)
+    if spec.image_series:  # step 1: every trial has it, stopped early or not
+        made.append(_chart("IMAGE", "gansweep-samples", "sample grids", imageKeys=[spec.picture], step=1,
                            showRunParams=False))  # the run's name says its params; the grid gets the room
     return made
 
@@ -83,7 +75,8 @@ def state(space: SearchSpace, parent_run_id: str) -> dict:
     """The view: this sweep's trials (flat, its parent filtered out), best first, and its charts."""
     return {
         "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        "orderByKey": f"metrics.`{space.primary_metric}`", "orderByAsc": space.primary_mode == "min",
+        "orderByKey": f"metrics.`{space.primary_metric}`",
+        "orderByAsc": objective.ascending(space.primary_mode),
         "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
         "selectedColumns": columns(space), "columnWidths": {},
@@ -99,42 +92,36 @@ def state(space: SearchSpace, parent_run_id: str) -> dict:
     }
 
 
-def envelope(name: str, view: dict, now_ms: int) -> str:
-    """What the UI saves: the view's name and times around its state (a JSON string)."""
-    return json.dumps({"name": name, "createdAt": now_ms, "updatedAt": now_ms,
-                       "state": json.dumps(view, separators=(",", ":"))}, separators=(",", ":"))
-
-
 def write(client: MlflowClient, experiment_id: str, space: SearchSpace, parent_run_id: str,
           sweep_name: str) -> str:
     """Save the sweep's view on its experiment; its key."""
     key = key_of(parent_run_id)
-    value = envelope(f"{sweep_name}: {space.primary_metric}", state(space, parent_run_id),
-                     int(time.time() * 1000))
-    if len(value) > LIMIT:  # a space with very many params: the table alone still ranks it
+    name, now_ms = f"{sweep_name}: {space.primary_metric}", int(time.time() * 1000)
+    value = library_internals.view_envelope(name, state(space, parent_run_id), now_ms)
+    if len(value) > library_internals.VIEW_VALUE_LIMIT:  # very many params: the table alone still ranks it
         view = {**state(space, parent_run_id), "compareRunCharts": [], "compareRunSections": []}
-        value = envelope(f"{sweep_name}: {space.primary_metric}", view, int(time.time() * 1000))
-    client.set_experiment_tag(experiment_id, PREFIX + key, value)
+        value = library_internals.view_envelope(name, view, now_ms)
+    client.set_experiment_tag(experiment_id, library_internals.VIEW_TAG_PREFIX + key, value)
     return key
 
 
 def read(client: MlflowClient, experiment_id: str, key: str) -> dict | None:
     """A saved view's state, as the UI decodes it (None if there is none)."""
-    value = client.get_experiment(experiment_id).tags.get(PREFIX + key)
-    return None if value is None else json.loads(json.loads(value)["state"])
+    value = client.get_experiment(experiment_id).tags.get(library_internals.VIEW_TAG_PREFIX + key)
+    return None if value is None else library_internals.view_state(value)
 
 
 def link(tracking_uri: str, experiment_id: str, key: str | None = None) -> str:
     """The runs table of an experiment in MLflow 3's UI, opened on the sweep's view."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     url = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    return f"{url}&viewStateShareKey={quote(key)}" if key else url
+    return f"{url}&{library_internals.VIEW_LINK_PARAM}={quote(key)}" if key else url
 
 
 # -- `python -m orchestrator ui` -----------------------------------------------------------------
 def newest_link(client: MlflowClient, base: str, experiment: str | None) -> str:
     """The ready view of the newest sweep (of the experiment, or of the store), served at base."""
-    from orchestrator.runs import latest_sweep
+    from orchestrator.tracking.runs import latest_sweep
 
     sweep = latest_sweep(client, experiment)
     key = key_of(sweep.parent.info.run_id)

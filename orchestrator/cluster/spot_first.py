@@ -1,7 +1,7 @@
 """Spot first, on-demand when spot fails: a node-type scorer for Ray's autoscaler (v1).
 
 cluster.yaml starts the head's autoscaler with
-``RAY_AUTOSCALER_UTILIZATION_SCORER=orchestrator.spot_first.score`` and
+``RAY_AUTOSCALER_UTILIZATION_SCORER=orchestrator.cluster.spot_first.score`` and
 ``RAY_enable_autoscaler_v2=0``. Ray 2.60's v1 autoscaler loads that dotted path
 (``resource_demand_scheduler.py``, ``ResourceDemandScheduler.__init__``) and calls it for every
 worker type that could take the pending resource demand; the type with the highest score is
@@ -22,17 +22,16 @@ from __future__ import annotations
 from typing import Any
 
 SPOT_SUFFIX = "_spot"
-SCORER_PATH = "orchestrator.spot_first.score"
+SCORER_PATH = "orchestrator.cluster.spot_first.score"
 
 
 def score(node_resources: dict[str, float], resources: list[dict[str, float]], node_type: str, *,
           node_availability_summary: Any) -> tuple | None:
     """Ray's utilization score of ``node_type`` for the demand, led by "its last launch worked"
     and followed by "it is spot"; None where the node type fits none of the demand."""
-    from ray.autoscaler._private.resource_demand_scheduler import _resource_based_utilization_scorer
+    from orchestrator.library_internals import utilization_score
 
-    utilization = _resource_based_utilization_scorer(
-        node_resources, resources, node_availability_summary=node_availability_summary)
+    utilization = utilization_score(node_resources, resources, node_availability_summary)
     if utilization is None:
         return None
     record = node_availability_summary.node_availabilities.get(node_type)

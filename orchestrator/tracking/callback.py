@@ -1,4 +1,4 @@
-"""MLflow bookkeeping of a sweep, done on the driver: one parent run, one child run per trial.
+"""MLflow bookkeeping of a sweep's trials, done on the driver: one child run per trial.
 
 The driver is the only MLflow writer. Trials hand their metrics to Tune and their pictures and
 weights to Tune's checkpoints; this callback logs them as Tune records them. So a child run is
@@ -15,12 +15,11 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,9 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 import trainers
-from orchestrator import store, tags, ui_view
-from orchestrator.outcome import (
+from orchestrator.space.search_space import SearchSpace
+from orchestrator.sweep import interrupts
+from orchestrator.sweep.outcome import (
     FAILED,
     INTERRUPTED_OUTCOME,
     LOST_OUTCOME,
@@ -43,10 +43,9 @@ from orchestrator.outcome import (
     Outcome,
     outcome_of,
 )
-from orchestrator.progress import interrupted
-from orchestrator.record_queue import RecordError, RecordQueue
-from orchestrator.space import SearchSpace
-from orchestrator.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
+from orchestrator.sweep.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
+from orchestrator.tracking import mlflow_store, tags
+from orchestrator.tracking.record_queue import RecordError, RecordQueue
 from trainers import catalog
 from trainers import checkpoint as checkpoints
 
@@ -57,51 +56,6 @@ logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
 SERVER_LANES = 8  # writer threads for a tracking server (benchmarks/bookkeeping.py measures 1 against 8)
 BATCH_METRICS = 900  # MLflow's log_batch takes at most 1000 metrics, params and tags together
-
-
-def experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    """The experiment of a space, created here on the driver before any trial starts."""
-    found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=store.artifact_location(tracking_uri, name))
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def start_parent(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
-                 tune_name: str, source_tags: dict[str, str], learned_from: dict[str, str]) -> str:
-    """The sweep's run: what it ran (the file, and the space as it ran: with --set and CLI overrides),
-    where its state lives, the models it started from and the sweeps it learned from (--warm-start);
-    and the sweep's ready view in MLflow's UI."""
-    scheduler = space.scheduler.type
-    sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
-    run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
-        tags.ROLE: "sweep", tags.SPACE_FILE: str(space.path), tags.SPACE_HASH: space.content_hash,
-        tags.GIT_COMMIT: git_commit(), tags.SAMPLER: sampler,
-        tags.SCHEDULER: scheduler, tags.STORAGE: storage, tags.TUNE_NAME: tune_name,
-        tags.TRAINER: space.trainer, tags.METRIC: space.primary_metric,
-        tags.MODE: space.primary_mode, tags.OVERRIDES: json.dumps(space.overrides), **source_tags,
-        **learned_from,
-    })
-    client.log_artifact(run.info.run_id, str(space.path))
-    effective = {**space.document, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent}
-    client.log_text(run.info.run_id, yaml.safe_dump(effective, sort_keys=False), "effective_space.yaml")
-    ui_view.write(client, experiment, space, run.info.run_id, run.info.run_name)  # the link printed last
-    return run.info.run_id
-
-
-def latest_parent(client: MlflowClient, experiment: str):
-    """The newest sweep of an experiment (what --resume continues), or None."""
-    runs = client.search_runs([experiment], filter_string=f"tags.`{tags.ROLE}` = 'sweep'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
 
 
 @dataclass(frozen=True)
@@ -119,6 +73,20 @@ class TrialState:
                    trial.checkpoint)
 
 
+@dataclass
+class TrialRecord:
+    """What the record holds of one trial: its run and what has been logged to it. One per trial,
+    read from the store once or made when the trial first starts; only lanes' writer threads touch
+    it (each trial's by its own lane)."""
+    run_id: str
+    status: str  # the run's MLflow status when it was read or made: RUNNING, FINISHED, KILLED, ...
+    logged_epoch: int = 0  # the last epoch logged: results at or below it are skipped
+    params: dict[str, str] | None = None  # the config as last noted (PBT changes it); None: not read yet
+    placements: list[dict[str, Any]] = field(default_factory=list)  # where its epochs ran
+    created: bool = False  # made by this driver and not started yet: no update needed on its start
+    open: bool = False  # started and not yet closed
+
+
 class TrackingCallback(tune.Callback):
     """Pickled by Tune with the experiment (and unpickled by --resume): holds only names and ids,
     and reconnects to the tracking server when it is set up again.
@@ -129,8 +97,16 @@ class TrackingCallback(tune.Callback):
     a result that the record lacks: a driver killed with writes still queued loses only results
     that --resume has Tune report again. They are drained at the end (`on_experiment_end`, also
     after an error or Ctrl-C). A write that fails (after MLflow's own HTTP retries) stops its lane
-    and fails the sweep at Tune's next event for that lane, or at the end, as a failed write in
-    the loop did before.
+    and fails the sweep at Tune's next event for that lane, or at the end.
+
+    MLflow's own asynchronous logging (`log_batch(..., synchronous=False)`) is not used: it queues
+    each call on one process-wide thread and reports a failure only to whoever waits on that call's
+    future, so draining before a snapshot, stopping a trial's writes at its first failure and merging
+    the epochs that piled up behind a slow server would all still be ours to write.
+
+    Ctrl-C: Tune saves its state and returns from `fit()`; this callback notes the signal, closes
+    the runs still open as interrupted (`--resume` reopens them) and ends the parent run KILLED, which
+    is how the driver tells an interrupted sweep from a complete one.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, parent: str, space: SearchSpace,
@@ -145,25 +121,23 @@ class TrackingCallback(tune.Callback):
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.spec = catalog.get(self.space.trainer)
         self.checked_lost = False
+        self.interrupted = False
+        interrupts.watch(self._note_interrupt)
         # Requests to a server mostly wait (on the network, on its database): several lanes overlap
         # them. A local SQLite store takes one writer at a time.
-        lanes = SERVER_LANES if store.is_server(self.tracking_uri) else 1
+        lanes = SERVER_LANES if mlflow_store.is_server(self.tracking_uri) else 1
         self.lanes = [RecordQueue(f"tracking lane {i + 1}") for i in range(lanes)]
         self.lane_of: dict[str, RecordQueue] = {}  # trial id -> its lane (Tune's loop only)
         self.reading = threading.Lock()  # the record is read once, by the first lane that needs it
-        # written and read by the lanes' writer threads only (each trial's run by its own lane)
-        self.client = MlflowClient(self.tracking_uri)
-        self.runs: dict[str, str] | None = None  # trial id -> run id (None: the record not read yet)
-        self.statuses: dict[str, str] = {}  # trial id -> its run's status when the record was read
-        self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged
-        self.configs: dict[str, dict[str, str]] = {}  # run id -> config as last noted (PBT changes it)
-        self.open_runs: set[str] = set()  # started and not yet closed
-        self.new_runs: set[str] = set()  # created and not yet started
-        self.placements: dict[str, list[dict[str, Any]]] = {}  # run id -> where its epochs ran
+        self.client = MlflowClient(self.tracking_uri)  # the lanes' writer threads only
+        self.records: dict[str, TrialRecord] | None = None  # trial id -> its record (None: not read yet)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "parent", "space", "run_tags")
         return {k: v for k, v in self.__dict__.items() if k in keep}
+
+    def _note_interrupt(self) -> None:
+        self.interrupted = True
 
     # -- Tune events: in Tune's loop, which only queues ------------------------------------------
     def on_step_begin(self, iteration, trials, **info):
@@ -198,7 +172,7 @@ class TrackingCallback(tune.Callback):
         is waited for (the first failure is raised once every lane has stopped)."""
         for lane in self.lanes:
             mine = [t for t in trials if self.lane_of.get(t.trial_id) is lane]
-            lane.submit(self._close_unfinished, mine, interrupted.is_set())
+            lane.submit(self._close_unfinished, mine, self.interrupted)
         failures = []
         for lane in self.lanes:
             try:
@@ -207,6 +181,8 @@ class TrackingCallback(tune.Callback):
                 failures.append(failure)
         if failures:
             raise failures[0]
+        if self.interrupted:
+            self.client.set_terminated(self.parent, "KILLED")
 
     def get_state(self) -> None:
         """Tune asks just before it writes its experiment snapshot: the record catches up first."""
@@ -220,38 +196,39 @@ class TrackingCallback(tune.Callback):
             self.lane_of[trial.trial_id] = self.lanes[len(self.lane_of) % len(self.lanes)]
         return self.lane_of[trial.trial_id]
 
-    # -- runs (the writer thread) ----------------------------------------------------------------
-    def run_of(self, trial: TrialState) -> str:
+    # -- records (the writer threads) ------------------------------------------------------------
+    def record_of(self, trial: TrialState) -> TrialRecord:
+        """The trial's record: read from the store, or its run made now."""
         self._read_record()
-        if trial.trial_id not in self.runs:
-            self.runs[trial.trial_id] = self._create(trial)
-        return self.runs[trial.trial_id]
+        if trial.trial_id not in self.records:
+            self.records[trial.trial_id] = self._create(trial)
+        return self.records[trial.trial_id]
 
     def _read_record(self) -> None:
         """The runs this sweep has (after --resume or a retry: found again by their trial id tag),
         read once: from then on the lanes know every run it has, and what each logged."""
         with self.reading:
-            if self.runs is None:
-                self.runs = self._runs_in_store()
+            if self.records is None:
+                self.records = self._records_in_store()
 
-    def _runs_in_store(self) -> dict[str, str]:
-        runs, token = {}, None
+    def _records_in_store(self) -> dict[str, TrialRecord]:
+        records, token = {}, None
         while True:
             page = self.client.search_runs(
                 [self.experiment], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'",
                 max_results=1000, page_token=token)
             for run in page:
-                run_id, trial_id = run.info.run_id, run.data.tags.get(tags.TRIAL_ID)
-                if trial_id is None or trial_id in runs:
+                trial_id = run.data.tags.get(tags.TRIAL_ID)
+                if trial_id is None or trial_id in records:
                     continue  # newest first: the newest run of a trial is its run
-                runs[trial_id], self.statuses[trial_id] = run_id, run.info.status
-                self.logged_epoch[run_id] = int(run.data.metrics.get("epoch", 0))
-                self.placements[run_id] = json.loads(run.data.tags.get(tags.PLACEMENTS, "[]"))
+                records[trial_id] = TrialRecord(
+                    run.info.run_id, run.info.status, logged_epoch=int(run.data.metrics.get("epoch", 0)),
+                    placements=json.loads(run.data.tags.get(tags.PLACEMENTS, "[]")))
             token = page.token
             if not token:
-                return runs
+                return records
 
-    def _create(self, trial: TrialState) -> str:
+    def _create(self, trial: TrialState) -> TrialRecord:
         config, name = trial.config, self.space.run_name(trial.label, trial.config)
         run = self.client.create_run(self.experiment, run_name=name, tags={
             "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
@@ -261,11 +238,9 @@ class TrackingCallback(tune.Callback):
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        self.configs[run.info.run_id] = {param.key: param.value for param in params}
-        self.new_runs.add(run.info.run_id)
-        return run.info.run_id
+        return TrialRecord(run.info.run_id, "RUNNING", params={p.key: p.value for p in params}, created=True)
 
-    # -- writes (the writer thread) --------------------------------------------------------------
+    # -- writes (the writer threads) -------------------------------------------------------------
     def _close_lost(self, known: set[str]) -> None:
         """After --resume: close the runs of trials that Tune never saved before the driver died.
 
@@ -273,120 +248,111 @@ class TrackingCallback(tune.Callback):
         MLflow run but is unknown to the restored Tune, which samples a replacement instead.
         """
         self._read_record()
-        for trial_id, status in self.statuses.items():
-            if trial_id not in known and status == "RUNNING":
-                self._record(self.runs[trial_id], LOST_OUTCOME)
+        for trial_id, record in list(self.records.items()):
+            if trial_id not in known and record.status == "RUNNING":
+                self._record(record, LOST_OUTCOME)
 
     def _start(self, trial: TrialState) -> None:
-        run_id = self.run_of(trial)
-        if run_id in self.new_runs:  # created just now: running, with its config as params
-            self.new_runs.discard(run_id)
+        record = self.record_of(trial)
+        if record.created:  # made just now: running, with its config as params
+            record.created = False
         else:  # a retry, a PBT restart, or a run of the sweep before --resume
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, tags.STATUS, "running")
-            self._note_new_config(run_id, trial)
-        self.open_runs.add(run_id)
+            self.client.update_run(record.run_id, status="RUNNING")
+            self.client.set_tag(record.run_id, tags.STATUS, "running")
+            self._note_new_config(record, trial)
+        record.open = True
 
-    def _note_new_config(self, run_id: str, trial: TrialState) -> None:
+    def _note_new_config(self, record: TrialRecord, trial: TrialState) -> None:
         """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
-        if run_id not in self.configs:
-            self.configs[run_id] = dict(self.client.get_run(run_id).data.params)
-        known = self.configs[run_id]
+        if record.params is None:
+            record.params = dict(self.client.get_run(record.run_id).data.params)
         changed = {k: str(v)[:6000] for k, v in trial.config.items()
-                   if k in known and str(v)[:6000] != known[k]}
-        since = self.logged_epoch.get(run_id, 0) + 1
+                   if k in record.params and str(v)[:6000] != record.params[k]}
+        since = record.logged_epoch + 1
         if changed and since <= trial.config.get("epochs", self.spec.defaults["epochs"]):
-            self.client.set_tag(run_id, tags.config_from_epoch(since), json.dumps(changed))
-            known.update(changed)
+            self.client.set_tag(record.run_id, tags.config_from_epoch(since), json.dumps(changed))
+            record.params.update(changed)
 
     def _log_results(self, results: list[tuple[TrialState, dict[str, Any]]]) -> None:
         """One trial's results in the order Tune gave them, in as few log_batch calls as MLflow allows."""
-        run_id = self.run_of(results[0][0])
+        record = self.record_of(results[0][0])
         metrics: list[Metric] = []
         run_tags: dict[str, RunTag] = {}  # key -> its newest value
         for _, result in results:
             epoch = int(result.get("epoch", 0))
-            if epoch <= self.logged_epoch.get(run_id, 0):
+            if epoch <= record.logged_epoch:
                 continue  # already logged before a retry or a driver restart
             now = int(time.time() * 1000)
             metrics += [Metric(k, float(v), now, epoch) for k, v in result.items()
                         if k not in NOT_LOGGED and _is_number(v)]
-            for tag in self._placement_tags(run_id, epoch, result):
+            for tag in _placement_tags(record, epoch, result):
                 run_tags[tag.key] = tag
             if result.get("diverged"):
                 run_tags[tags.STOP_REASON] = RunTag(tags.STOP_REASON, result["stop_reason"])
-            self.logged_epoch[run_id] = epoch
+            record.logged_epoch = epoch
         for start in range(0, len(metrics), BATCH_METRICS):
-            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_METRICS],
+            self.client.log_batch(record.run_id, metrics=metrics[start:start + BATCH_METRICS],
                                   tags=list(run_tags.values()) if start == 0 else [])
         if run_tags and not metrics:
-            self.client.log_batch(run_id, tags=list(run_tags.values()))
-
-    def _placement_tags(self, run_id: str, epoch: int, result: dict[str, Any]) -> list[RunTag]:
-        """Tags for the node and GPUs of this result, when they differ from the last ones."""
-        where = {"node_id": result.get(NODE_KEY), "gpus": result.get(GPUS_KEY, "")}
-        history = self.placements.setdefault(run_id, [])
-        if where["node_id"] is None or (history and {k: history[-1][k] for k in where} == where):
-            return []
-        history.append({"from_epoch": epoch, **where})
-        return [RunTag(tags.NODE, where["node_id"]), RunTag(tags.GPUS, where["gpus"]),
-                RunTag(tags.PLACEMENTS, json.dumps(history))]
+            self.client.log_batch(record.run_id, tags=list(run_tags.values()))
 
     def _log_pictures(self, trial: TrialState, checkpoint) -> None:
-        """Each epoch's sample grid (or confusion matrix), read from the checkpoint in the sweep's storage.
+        """Each epoch's picture (the trainer's: a sample grid or a confusion matrix), read from the
+        checkpoint in the sweep's storage.
 
-        As a file, `samples/epoch_NNN.png` (a stable path: the registry's description names the
-        champion's last one, and a user downloads it as it is), and the sample grid also as an
-        MLflow image (key `samples`, step = epoch), which the UI's chart view shows for several runs
-        side by side with a step slider (the ready view's image grid, ui_view). CheckpointRotation
-        deletes a checkpoint only once an experiment snapshot has passed it, so it is still there."""
-        run_id = self.run_of(trial)
-        fs, path = checkpoint.filesystem, checkpoint.path
+        As a file, `<picture>/epoch_NNN.png` (a stable path: the registry's description names the
+        champion's last one, and a user downloads it as it is), and for a trainer whose spec asks
+        for it also as an MLflow image (key `<picture>`, step = epoch), which the UI's chart view shows
+        for several runs side by side with a step slider (the ready view's image grid, ui_view).
+        CheckpointRotation deletes a checkpoint only once an experiment snapshot has passed it, so
+        it is still there."""
+        run_id = self.record_of(trial).run_id
+        fs, path, name = checkpoint.filesystem, checkpoint.path, self.spec.picture
         epoch = json.loads(_read(fs, f"{path}/{METRICS_FILE}"))["epoch"]
+        try:
+            data = _read(fs, f"{path}/{name}.png")
+        except (FileNotFoundError, OSError):
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("samples", "confusion_matrix"):
-                try:
-                    data = _read(fs, f"{path}/{name}.png")
-                except (FileNotFoundError, OSError):
-                    continue
-                picture = Path(tmp) / f"epoch_{epoch:03d}.png"
-                picture.write_bytes(data)
-                self.client.log_artifact(run_id, str(picture), name)
-                if name == ui_view.SAMPLES:
-                    with Image.open(io.BytesIO(data)) as image:
-                        image.load()
-                        self.client.log_image(run_id, image, key=name, step=epoch, synchronous=True)
+            picture = Path(tmp) / f"epoch_{epoch:03d}.png"
+            picture.write_bytes(data)
+            self.client.log_artifact(run_id, str(picture), name)
+        if self.spec.image_series:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                self.client.log_image(run_id, image, key=name, step=epoch, synchronous=True)
 
     def _note_retry(self, trial: TrialState) -> None:
-        self.client.set_tag(self.run_of(trial), tags.RETRIES, str(trial.num_failures))
+        self.client.set_tag(self.record_of(trial).run_id, tags.RETRIES, str(trial.num_failures))
 
     def _close_unfinished(self, trials: list, was_interrupted: bool) -> None:
         """The runs still open at the sweep's end (Tune's loop has stopped: its trials hold still)."""
         for trial in trials:
-            run_id = (self.runs or {}).get(trial.trial_id)
-            if run_id in self.open_runs:
+            record = (self.records or {}).get(trial.trial_id)
+            if record is not None and record.open:
                 if was_interrupted:
-                    self._record(run_id, INTERRUPTED_OUTCOME)
+                    self._record(record, INTERRUPTED_OUTCOME)
                 else:
                     outcome = outcome_of(trial, self.spec.defaults["epochs"], budget_ran_out=True)
                     self._close(TrialState.of(trial), outcome)
 
     def _close(self, trial: TrialState, outcome: Outcome) -> None:
-        run_id = self.run_of(trial)
+        record = self.record_of(trial)
         if outcome.keeps_models:
-            self._log_models(run_id, trial)
-        self._record(run_id, outcome)
+            self._log_models(record.run_id, trial)
+        self._record(record, outcome)
 
-    def _record(self, run_id: str, outcome: Outcome) -> None:
-        self.open_runs.discard(run_id)
+    def _record(self, record: TrialRecord, outcome: Outcome) -> None:
+        record.open = False
         run_tags = [RunTag(tags.STATUS, outcome.status)]
         if outcome.reason:
             key = tags.ERROR if outcome.status == FAILED else tags.STOP_REASON
             run_tags.append(RunTag(key, outcome.reason))
         if outcome.status == STOPPED_EARLY:
             run_tags.append(RunTag(tags.STOPPED_EARLY, "true"))
-        self.client.log_batch(run_id, tags=run_tags)
-        self.client.set_terminated(run_id, outcome.run_status)
+        self.client.log_batch(record.run_id, tags=run_tags)
+        self.client.set_terminated(record.run_id, outcome.run_status)
+        record.status = outcome.run_status
 
     def _log_models(self, run_id: str, trial: TrialState) -> None:
         """The trial's last weights as MLflow PyTorch models (generator, discriminator, ...).
@@ -412,6 +378,17 @@ class TrackingCallback(tune.Callback):
             for name, model in models.items():
                 mlflow.pytorch.log_model(model, name=name, code_paths=[code], signature=_signature(model),
                                          serialization_format="pickle", pip_requirements=requirements)
+
+
+def _placement_tags(record: TrialRecord, epoch: int, result: dict[str, Any]) -> list[RunTag]:
+    """Tags for the node and GPUs of this result, when they differ from the last ones."""
+    where = {"node_id": result.get(NODE_KEY), "gpus": result.get(GPUS_KEY, "")}
+    history = record.placements
+    if where["node_id"] is None or (history and {k: history[-1][k] for k in where} == where):
+        return []
+    history.append({"from_epoch": epoch, **where})
+    return [RunTag(tags.NODE, where["node_id"]), RunTag(tags.GPUS, where["gpus"]),
+            RunTag(tags.PLACEMENTS, json.dumps(history))]
 
 
 def _signature(model):

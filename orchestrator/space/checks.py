@@ -7,80 +7,31 @@ asks the trainer (`TrainerSpec.resolve`) about the fixed values, every choice an
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import math
-import numbers
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from orchestrator import collapse, model_sources
 from orchestrator.errors import SpaceError
-from trainers.catalog import GAN_TRAINERS, TRAINERS, TrainerSpec
+from orchestrator.space import collapse, source_forms
+from orchestrator.space.objective import MODES
+from orchestrator.space.schema import (
+    PARAM_TYPES,
+    SAMPLERS,
+    SCHEDULER_FIELDS,
+    SCHEDULERS,
+    Param,
+    Resources,
+    SamplerSpec,
+    SchedulerSpec,
+    SpaceFile,
+)
+from orchestrator.space.values import clean, finite_values, fit_value, hint, listify, shown
+from trainers import catalog
+from trainers.catalog import TrainerSpec
 from trainers.config import ConfigError
-
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
-SCHEDULERS = ("asha", "median", "fifo", "pbt")
-PARAM_TYPES = ("float", "int", "categorical")
-MODES = ("min", "max")
-# Scheduler fields each type reads; max_t (the epoch a trial stops at) applies to all.
-SCHEDULER_FIELDS = {"asha": {"grace_period", "reduction_factor"}, "median": {"grace_period"},
-                    "fifo": set(), "pbt": {"perturbation_interval"}}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-
-
-class SamplerSpec(_Strict):
-    type: str = "tpe"
-    seed: int = 0
-    n_startup_trials: int | None = Field(None, ge=0)  # nsga2: the population size
-
-
-class SchedulerSpec(_Strict):
-    type: str | None = None  # asha, or fifo for several metrics
-    max_t: int | None = Field(None, ge=1)
-    grace_period: int | None = Field(None, ge=1)
-    reduction_factor: float | None = Field(None, gt=1)
-    perturbation_interval: int | None = Field(None, ge=1)
-
-
-class Param(_Strict):
-    type: str
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = None
-    choices: list[Any] | None = None
-    when: dict[str, Any] = Field(default_factory=dict)  # every entry must hold: {param: value or [values]}
-
-
-class SpaceFile(_Strict):
-    name: str = Field(min_length=1)
-    trainer: str
-    metric: str | list[str]
-    mode: str | list[str]
-    num_samples: int = Field(8, ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    resources: Resources = Field(default_factory=Resources)
-    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
-    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    max_failures: int = Field(2, ge=-1)  # -1: retry forever
-    # A trial starts in the worker its slot's last trial ran in: no process start and imports
-    # between trials (seconds each). false: a fresh worker process for every trial.
-    reuse_actors: bool = True
-    stop_when: Any = None  # the collapse rule's thresholds, or false (checked by _check_stop_when)
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, Param] = Field(default_factory=dict)
-    start_from: list[dict[str, Any]] = Field(default_factory=list)  # configs tried first; the rest sampled
 
 
 def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -93,9 +44,9 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     def fail(field: str, message: str) -> SpaceError:
         return SpaceError(path, field, message)
 
-    if f.trainer not in TRAINERS:
-        raise fail("trainer", f"unknown trainer '{f.trainer}'. {hint(f.trainer, TRAINERS)}")
-    spec = TRAINERS[f.trainer]
+    if f.trainer not in catalog.TRAINERS:
+        raise fail("trainer", f"unknown trainer '{f.trainer}'. {hint(f.trainer, catalog.TRAINERS)}")
+    spec = catalog.get(f.trainer)
     metrics, modes = listify(f.metric), listify(f.mode)
     if len(modes) != len(metrics):
         raise fail("mode", f"{len(metrics)} metric(s) but {len(modes)} mode(s). Give one mode per metric")
@@ -152,6 +103,14 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 max_failures=f.max_failures, reuse_actors=f.reuse_actors, stop_when=stop_when,
                 fixed=dict(f.fixed), params=params,
                 start_from=start_from, notes=(note,) if note else ())
+
+
+def start_from_problem(entries: int, num_samples: int, setting: str) -> str | None:
+    """Why a start_from list cannot all run in num_samples trials (set by `setting`), or None."""
+    if entries <= num_samples:
+        return None
+    return (f"{entries} configs, but {setting} runs {num_samples} trials, so the last ones would never run. "
+            f"Raise {setting}, or list fewer")
 
 
 def fit_samples(path: Path, sampler: str, scheduler: str | None, params: dict[str, Param], num_samples: int,
@@ -257,12 +216,12 @@ def _check_fixed(fail: Any, spec: TrainerSpec, fixed: dict[str, Any]) -> None:
 def _check_model_inputs(fail: Any, spec: TrainerSpec, fixed: dict[str, Any],
                         params: dict[str, Param]) -> None:
     """The models a trainer starts from are fixed (one source per sweep), in a form the driver can
-    look up (orchestrator/model_sources.py); whether they exist is checked when the sweep starts."""
+    look up (orchestrator/sweep/model_sources.py); whether they exist is checked when the sweep starts."""
     for key in spec.model_inputs:
         if key in params:
             raise fail(f"params.{key}", f"'{key}' names a trained model and cannot be searched over. Move it "
                        "to fixed (or --set), one sweep per model")
-        if key in fixed and (problem := model_sources.form_problem(fixed[key])):
+        if key in fixed and (problem := source_forms.form_problem(fixed[key])):
             raise fail(f"fixed.{key}", problem)
 
 
@@ -279,12 +238,12 @@ def _check_probes(fail: Any, spec: TrainerSpec, fixed: dict[str, Any], params: d
             cast = int if p.type == "int" else float
             probes = [(key, cast(getattr(p, key)), f"{key} {getattr(p, key):g}", "Narrow the range")
                       for key in ("low", "high")]
-        for key, value, shown, fix in probes:
+        for key, value, written, fix in probes:
             try:
                 spec.resolve({**fixed, **_context(name, params), name: value})
             except ConfigError as exc:
                 raise fail(f"params.{name}.{key}",
-                           f"trainer '{spec.name}' rejects {shown}: {exc}. {fix}") from None
+                           f"trainer '{spec.name}' rejects {written}: {exc}. {fix}") from None
 
 
 def _context(name: str, params: dict[str, Param]) -> dict[str, Any]:
@@ -300,9 +259,8 @@ def _check_start_from(fail: Any, spec: TrainerSpec, f: SpaceFile, params: dict[s
     """Each entry's values as its params hold them (`fit_value`); the params it leaves out are sampled.
     A conditional param needs its condition set in the same entry (Optuna would drop it otherwise), a
     grid's entry is a whole point of the grid (a grid samples nothing), and the trainer accepts each."""
-    if len(f.start_from) > num_samples:
-        raise fail("start_from", f"{len(f.start_from)} configs, but the sweep runs {num_samples} trials, "
-                   "so the last ones would never run. Raise num_samples, or list fewer")
+    if problem := start_from_problem(len(f.start_from), num_samples, "num_samples"):
+        raise fail("start_from", problem)
     entries = []
     for i, entry in enumerate(f.start_from):
         at = f"start_from.{i}"
@@ -310,7 +268,7 @@ def _check_start_from(fail: Any, spec: TrainerSpec, f: SpaceFile, params: dict[s
             raise fail(at, "names no param. Give some params' values (the others are sampled), or remove it")
         for key in entry:
             if key in f.fixed:
-                raise fail(f"{at}.{key}", f"'{key}' is fixed ({model_sources.shown(f.fixed[key])}) in this "
+                raise fail(f"{at}.{key}", f"'{key}' is fixed ({shown(f.fixed[key])}) in this "
                            "space, so every trial already uses it. Remove it here, or move it to params")
             if key not in params:
                 raise fail(f"{at}.{key}", f"'{key}' is not a param of this space. {hint(key, params)}")
@@ -350,15 +308,15 @@ def _unmet(name: str, p: Param, values: dict[str, Any]) -> str | None:
 
 
 def _check_stop_when(fail: Any, spec: TrainerSpec, setting: Any, last_epoch: int) -> collapse.StopRule | None:
-    """The space's `stop_when` as the rule that stops collapsed trials (orchestrator/collapse.py): the
-    GAN trainers' defaults (collapse.GAN_DEFAULTS) with the space's keys over them, a key set to null
-    dropping a default; `false` turns the rule off. Other trainers start from no rule."""
+    """The space's `stop_when` as the rule that stops collapsed trials (orchestrator/space/collapse.py):
+    the trainer's default rule (`TrainerSpec.stop_when`) with the space's keys over them, a key set to
+    null dropping a default; `false` turns the rule off."""
     if setting is False:
         return None
     if setting is not None and (not isinstance(setting, dict) or not setting):
         raise fail("stop_when", f"got {setting!r}. Give thresholds, such as {{sample_diversity: {{below: "
                    "1.0e-4}, from_epoch: 2}, or false to turn the rule off")
-    merged = {**(collapse.GAN_DEFAULTS if spec.name in GAN_TRAINERS else {}), **(setting or {})}
+    merged = {**spec.stop_when, **(setting or {})}
     from_epoch = merged.pop(collapse.FROM_EPOCH, collapse.DEFAULT_FROM_EPOCH)
     if isinstance(from_epoch, bool) or not isinstance(from_epoch, int) or from_epoch < 1:
         raise fail("stop_when.from_epoch", f"got {from_epoch!r}. Give the first epoch to judge, a whole "
@@ -436,49 +394,3 @@ def _from_pydantic(path: Path, err: Any) -> SpaceError:
     return SpaceError(path, field, f"got {err.get('input')!r}: {err['msg']}")
 
 
-def hint(word: str, known: Any) -> str:
-    known = list(known)
-    close = difflib.get_close_matches(str(word), known, n=3)
-    return f"Did you mean {' or '.join(close)}?" if close else f"Use one of: {', '.join(known)}"
-
-
-def listify(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
-
-
-def clean(x: float) -> float:
-    """x with float noise removed (0.30000000000000004 -> 0.3)."""
-    return float(f"{x:.12g}")
-
-
-def fit_value(p: Param, value: Any) -> Any:
-    """`value` as param `p` holds it (the matching choice, an int as int, a step's exact value), or
-    ValueError saying why the param can never take it."""
-    if p.type == "categorical":
-        for choice in p.choices or ():
-            if choice == value and isinstance(choice, bool) == isinstance(value, bool):
-                return choice
-        raise ValueError(f"{value!r} is not one of the choices {p.choices}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a number")
-    if p.type == "int" and not float(value).is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    if not p.low <= value <= p.high:
-        raise ValueError(f"{value:g} is outside [{p.low:g}, {p.high:g}]")
-    if p.step is not None:
-        k = (value - p.low) / p.step
-        if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
-            raise ValueError(f"{value:g} is not low + k*step ({p.low:g} + k*{p.step:g})")
-        value = clean(p.low + round(k) * p.step)
-    return int(value) if p.type == "int" else float(value)
-
-
-def finite_values(p: Param) -> list[Any] | None:
-    """A param's finite values (categorical, int, float with step), else None."""
-    if p.type == "categorical":
-        return list(p.choices or [])
-    if p.type == "int":
-        return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
-    if p.step is None:
-        return None
-    return [clean(p.low + k * p.step) for k in range(round((p.high - p.low) / p.step) + 1)]

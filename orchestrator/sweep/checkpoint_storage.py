@@ -1,4 +1,5 @@
-"""Is the sweep's storage one place that every node can write? Checked before any trial starts.
+"""The sweep's storage (Tune's checkpoints, the staged model sources): where it is, copies in and out,
+and whether it is one place that every node can write, checked before any trial starts.
 
 Checkpoints are how nothing is lost: a trial retried on another node resumes from its last
 checkpoint, and the driver logs sample grids and models from them. A local path on a cluster of
@@ -20,6 +21,16 @@ NODE_TIMEOUT_S = 60.0
 SHARED_HINT = ("Checkpoints must be shared by every node: a trial retried on another node resumes from "
                "them, and the driver logs samples and models from them. Use s3://BUCKET/PATH (or a "
                "filesystem mounted at the same path on every node, such as NFS or EFS).")
+
+
+def default() -> str:
+    """$GANSWEEP_STORAGE (cluster.yaml sets it on every node to the bucket's sweeps/), else ./sweeps."""
+    return os.environ.get("GANSWEEP_STORAGE") or str(Path("sweeps").resolve())
+
+
+def join(storage: str, name: str) -> str:
+    """A place inside the storage: a folder's subfolder, or a key below a URI's."""
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
 
 
 def resolve(storage: str) -> tuple[pyarrow.fs.FileSystem, str]:

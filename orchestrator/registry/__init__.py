@@ -1,0 +1,2 @@
+"""The model registry: promotion.py (champion, rollback), stored_models.py (copies of a model,
+sample grids)."""
