@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.sweep
+pytestmark = [pytest.mark.sweep, pytest.mark.multinode, pytest.mark.slow]
 
 NODE_TAG = "gansweep.node_id"  # orchestrator.tracking.runs.NODE: the Ray node a trial's epochs ran on
 

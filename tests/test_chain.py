@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.sweep
+pytestmark = [pytest.mark.sweep, pytest.mark.slow]
 
 
 def space_file(folder: Path, name: str, trainer: str, metric: str, mode: str, fixed: dict,

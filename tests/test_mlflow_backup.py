@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from services import BUCKET, FAKE_AWS, clean_env
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP = ROOT / "mlflow" / "backup"

@@ -32,7 +32,7 @@ from test_sweep import (
 
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.sweep
+pytestmark = [pytest.mark.sweep, pytest.mark.multinode, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

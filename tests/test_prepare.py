@@ -36,6 +36,7 @@ def tiny_8px(tmp_path, tiny_mlp) -> dict:
 
 
 @pytest.mark.sweep
+@pytest.mark.slow
 def test_evaluator_trained_once_before_any_trial(tmp_path, tiny_8px, ray_address, cache_dir, capsys):
     before = set((cache_dir / "evaluators").glob("folder-8px-*.pt"))
     space = write_space(tmp_path, tiny_8px)
@@ -53,6 +54,7 @@ def test_evaluator_trained_once_before_any_trial(tmp_path, tiny_8px, ray_address
 
 
 @pytest.mark.sweep
+@pytest.mark.slow
 def test_missing_images_end_the_sweep_before_any_trial(tmp_path, tiny_8px, ray_address, capsys):
     empty = tmp_path / "empty" / "class"
     empty.mkdir(parents=True)

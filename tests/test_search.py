@@ -211,6 +211,7 @@ def sweeps_of(client: MlflowClient, name: str = "tiny") -> list[tuple[Run, list[
 
 
 @pytest.mark.sweep
+@pytest.mark.slow
 def test_start_from_configs_run_first_with_exactly_their_values(tmp_path, tiny, ray_address, capsys):
     params = {**SPACE["params"]}
     del params["ngf"]  # tiny fixes ngf
@@ -228,6 +229,7 @@ def test_start_from_configs_run_first_with_exactly_their_values(tmp_path, tiny, 
 
 
 @pytest.mark.sweep
+@pytest.mark.slow
 def test_start_from_seeds_pbts_initial_population(tmp_path, tiny, ray_address):
     space = write_space(tmp_path, tiny, num_samples=2, max_concurrent=2, resources={"cpu": 0.5},
                         fixed={**tiny, "epochs": 1}, start_from=[{"lr": 3e-4, "beta1": 0.3}],
@@ -249,6 +251,7 @@ def searcher_study(tmp_path: Path, parent: Run) -> optuna.Study:
 
 
 @pytest.mark.sweep
+@pytest.mark.slow
 def test_warm_start_learns_from_the_earlier_sweep_and_skips_what_no_longer_fits(tmp_path, tiny, ray_address,
                                                                                capsys):
     """A second sweep, in a narrower space: its study holds the first sweep's trials that still fit

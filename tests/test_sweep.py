@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.sweep
+pytestmark = [pytest.mark.sweep, pytest.mark.slow]
 
 
 def write_space(tmp_path: Path, tiny: dict, **changes) -> Path:

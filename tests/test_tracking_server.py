@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from services import BUCKET, NO_AWS, PG_ADMIN, ROOT, SERVE, Server, clean_env
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 KEYS = [f"m{k}" for k in range(10)]
 

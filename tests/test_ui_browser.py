@@ -7,7 +7,6 @@ charts.png: its chart view; samples.png: the sample-grid card).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,21 +23,17 @@ from processes import stop_session
 from orchestrator.cli import main
 from orchestrator.tracking import ui_view
 
-pytestmark = pytest.mark.sweep
+pytestmark = [pytest.mark.sweep, pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "runs" / "test-output" / "ui"
 
 
 def chromium() -> str:
-    """Debian's chromium, installed here when it is missing (CI machines start bare)."""
+    """Debian's chromium, which scripts/setup installs."""
     found = shutil.which("chromium")
-    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            subprocess.run(step, check=True, capture_output=True,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        found = shutil.which("chromium")
     if found is None:
-        pytest.fail("this test needs Debian's chromium: apt-get install chromium (as root)")
+        pytest.fail("this test needs Debian's chromium: run scripts/setup (as root), or apt-get install "
+                    "chromium")
     return found
 
 

@@ -20,9 +20,10 @@ import optuna
 from orchestrator import library_internals
 from orchestrator.errors import SpaceError
 from orchestrator.space import run_names
-from orchestrator.space.checks import fit_samples, start_from_problem
+from orchestrator.space.checks import fit_samples
 from orchestrator.space.collapse import StopRule
 from orchestrator.space.schema import Param, Resources, SamplerSpec, SchedulerSpec
+from orchestrator.space.trainer_checks import start_from_problem
 from orchestrator.space.values import finite_values, listify, shown
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import copy
 import io
 import json
-import logging
 import math
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -32,7 +29,6 @@ from PIL import Image
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-import trainers
 from orchestrator.space.search_space import SearchSpace
 from orchestrator.sweep import interrupts
 from orchestrator.sweep.outcome import (
@@ -44,14 +40,9 @@ from orchestrator.sweep.outcome import (
     outcome_of,
 )
 from orchestrator.sweep.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
-from orchestrator.tracking import mlflow_store, tags
+from orchestrator.tracking import mlflow_store, model_logging, tags
 from orchestrator.tracking.record_queue import RecordError, RecordQueue
 from trainers import catalog
-from trainers import checkpoint as checkpoints
-
-# Models are saved pickled (not 'pt2'): conditional generators take (noise, labels) and
-# `generate` needs the nn.Module with its attributes. They are our own models, in our own store.
-logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "iterations_since_restore", "diverged"}
 SERVER_LANES = 8  # writer threads for a tracking server (benchmarks/bookkeeping.py measures 1 against 8)
@@ -339,7 +330,7 @@ class TrackingCallback(tune.Callback):
     def _close(self, trial: TrialState, outcome: Outcome) -> None:
         record = self.record_of(trial)
         if outcome.keeps_models:
-            self._log_models(record.run_id, trial)
+            model_logging.log_models(self.client, record.run_id, self.spec, trial.config, trial.checkpoint)
         self._record(record, outcome)
 
     def _record(self, record: TrialRecord, outcome: Outcome) -> None:
@@ -354,31 +345,6 @@ class TrackingCallback(tune.Callback):
         self.client.set_terminated(record.run_id, outcome.run_status)
         record.status = outcome.run_status
 
-    def _log_models(self, run_id: str, trial: TrialState) -> None:
-        """The trial's last weights as MLflow PyTorch models (generator, discriminator, ...).
-
-        A failure here is tagged on the run and printed, but never fails the trial or the sweep.
-        """
-        if trial.checkpoint is None:
-            return
-        try:
-            self._export(run_id, trial)
-        except Exception as err:  # noqa: BLE001 - the metrics and samples are still worth keeping
-            self.client.set_tag(run_id, tags.MODEL_ERROR, repr(err)[-5000:])
-            print(f"warning: could not log the models of run {run_id}: {err!r}", file=sys.stderr)
-
-    def _export(self, run_id: str, trial: TrialState) -> None:
-        with trial.checkpoint.as_directory() as directory:
-            state = checkpoints.load(directory)["task"]
-        models = self.spec.export(dict(trial.config), state)
-        code = str(Path(trainers.__file__).parent)  # the models load where gansweep is not installed
-        # Given, not inferred: inference imports the model in a subprocess, seconds per model.
-        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
-        with mlflow.start_run(run_id=run_id):
-            for name, model in models.items():
-                mlflow.pytorch.log_model(model, name=name, code_paths=[code], signature=_signature(model),
-                                         serialization_format="pickle", pip_requirements=requirements)
-
 
 def _placement_tags(record: TrialRecord, epoch: int, result: dict[str, Any]) -> list[RunTag]:
     """Tags for the node and GPUs of this result, when they differ from the last ones."""
@@ -389,18 +355,6 @@ def _placement_tags(record: TrialRecord, epoch: int, result: dict[str, Any]) -> 
     history.append({"from_epoch": epoch, **where})
     return [RunTag(tags.NODE, where["node_id"]), RunTag(tags.GPUS, where["gpus"]),
             RunTag(tags.PLACEMENTS, json.dumps(history))]
-
-
-def _signature(model):
-    """noise -> images for an unconditional generator, images -> scores for a discriminator."""
-    from mlflow.models import infer_signature
-
-    if getattr(model, "num_classes", 0):
-        return None  # a conditional model takes (input, labels): no single-tensor signature
-    example = (torch.randn(2, model.noise_dim) if hasattr(model, "noise_dim")
-               else torch.zeros(2, *model.image_shape))
-    with torch.no_grad():
-        return infer_signature(example.numpy(), model(example).numpy())
 
 
 def _read(fs, path: str) -> bytes:
