@@ -74,6 +74,7 @@ def test_unreadable_config_file(capsys, tmp_path):
     assert code == 2 and str(bad) in err
 
 
+@pytest.mark.slow  # trains a dcgan epoch with Inception at 299 px on the CPU
 def test_standard_fid_without_its_weights(capsys, tmp_path, tiny):
     args = [f"--set={k}={v}" for k, v in tiny.items()]
     code, err = run(capsys, tmp_path, "dcgan", *args, "--set", "standard_fid=true")

@@ -112,6 +112,8 @@ def test_bad_stop_when_is_refused_before_anything_starts(tmp_path, capsys, monke
 
 
 # -- a real sweep -----------------------------------------------------------------------------------
+@pytest.mark.sweep
+@pytest.mark.slow
 def test_a_collapsing_trial_is_stopped_and_the_healthy_one_is_not(tmp_path, tiny, ray_address, capsys):
     """Two trials that differ only in their batch size, on the 180 tiny shapes at lr 1e-2. At batch 64
     (2 steps an epoch) the generator's batch norm keeps its first statistics, so every sample is the

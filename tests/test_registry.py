@@ -210,6 +210,23 @@ def test_generate_conditional_one_row_per_class(store, tmp_path, capsys):
         assert Image.open(out).size == (4 * 30 + 2, 3 * 30 + 2)  # 3 classes, a row of 4 each
 
 
+def test_generate_in_a_pipe_prints_one_line(store, tmp_path):
+    """No download progress bar (dozens of lines in a pipe or a log): the command's own line."""
+    import subprocess
+    import sys
+
+    log_sweep(store, "piped", {"t001": 10.0})
+    assert cli(store, "promote", "piped") == 0
+    out = tmp_path / "grid.png"
+    model = "models:/piped-generator@champion"
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "generate", model,
+                           "--n", "4", "--out", str(out), "--tracking-uri", store],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).splitlines() == [
+        f"wrote {out}: 4 samples of 28x28 from models:/piped-generator@champion"]
+
+
 def registry_state(store: str) -> list:
     return [(m.name, sorted(m.aliases.items())) for m in MlflowClient(store).search_registered_models()]
 

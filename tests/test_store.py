@@ -61,3 +61,15 @@ def test_a_reader_does_not_create_the_store(tmp_path):
 def test_an_unreachable_server_is_named(tmp_path):
     with pytest.raises(LookupProblem, match="the tracking server http://127.0.0.1:9 does not answer"):
         mlflow_store.check("http://127.0.0.1:9")
+
+
+def test_a_new_store_is_made_without_mlflows_log_lines(tmp_path):
+    """A first sweep's console is gansweep's own: no 'Creating initial MLflow database tables'."""
+    import subprocess
+    import sys
+
+    code = f"from orchestrator.tracking import mlflow_store; mlflow_store.connect('sqlite:///{tmp_path}/m.db')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m.db").exists()
+    assert done.stdout + done.stderr == ""

@@ -100,6 +100,7 @@ def test_a_sweep_without_a_view_gets_one_at_its_end(tmp_path, capsys):
     assert f"viewStateShareKey=gansweep-{parent}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # starts `mlflow ui`
 def test_ui_serves_the_store_and_prints_the_newest_sweeps_view(tmp_path):
     import os
     import signal
