@@ -6,8 +6,9 @@ transform is paid), each batch moved with `.to(device)`, a discriminator ending 
 trained with nn.BCELoss, Adam with the example's betas, label tensors filled with the real and fake
 labels, the D step on real then on fake (fake.detach()), and the G step on the same fakes.
 Like the example it reads the losses back with `.item()` every batch (the example prints them),
-and it turns cuDNN's autotuner on (`cudnn.benchmark = True`), only while its own epochs run:
-gansweep's trainer does not set it, and both loops run in one process.
+and it turns cuDNN's autotuner on (`cudnn.benchmark = True`) while its own epochs run. gansweep's
+trainer turns it on too unless `deterministic: true` (trainers/runtime.py), so the two loops, which
+run in one process, run with the same cuDNN settings.
 
 The models are gansweep's own (trainers.models.gan.build), so both loops train the same
 architecture: the example's DCGAN at 64 px, with one block fewer at 32 px and a 7x7 base at 28 px.

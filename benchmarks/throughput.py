@@ -196,7 +196,7 @@ def speed_table(results: dict[str, dict[str, Any]], settings: Settings, device: 
         title=f"GAN training images/s, gansweep's trainer vs pytorch/examples' dcgan loop, median of "
               f"{settings.repeats} alternating epochs of {settings.images} images "
               f"({machine(runtime.device(device))['device']}, {threads_label(settings)}, "
-              f"{'quick' if quick else 'full'})",
+              f"{'quick' if quick else 'full'}; on a GPU both loops run with cuDNN's autotuner on)",
         header=("case", "reference (DataLoader)", "gansweep", "speed-up", "per-round ratios",
                 "reference D loss, epoch 1 -> last", "gansweep D loss, epoch 1 -> last"),
         rows=rows, notes=notes, details={"settings": vars(settings), "cases": results})

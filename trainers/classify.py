@@ -94,7 +94,7 @@ def train_augment(config: dict[str, Any], report: Report) -> None:
 
 
 def _load(config: dict[str, Any]) -> tuple[ImageData, torch.device]:
-    device = runtime.device(config["device"])
+    device = runtime.setup(config)
     runtime.seed_everything(config["seed"])
     return datasets.load(config, device), device
 
@@ -255,7 +255,8 @@ class ClassifyTask:
         k = self.data.num_classes
         loss = torch.zeros((), device=self.device)
         counts = torch.zeros(k * k, dtype=torch.long, device=self.device)
-        for images, labels in split.batches(datasets.CHUNK, shuffle=False):
+        for images, labels in split.batches(runtime.scaled(datasets.CHUNK, self.config["gpu_share"]),
+                                            shuffle=False):
             with self.autocast:
                 logits = self.model(self._layout(images)).float()
             loss += F.cross_entropy(logits, labels, reduction="sum")

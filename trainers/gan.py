@@ -57,7 +57,7 @@ class GanTask:
 
     def __init__(self, config: dict[str, Any]):
         self.config, self.epochs = config, config["epochs"]
-        self.device = runtime.device(config["device"])
+        self.device = runtime.setup(config)
         self.autocast = runtime.autocast(config, self.device)
         runtime.seed_everything(config["seed"])
         self.data = datasets.load(config, self.device)
@@ -81,7 +81,8 @@ class GanTask:
 
         net = evaluator.load_or_train(config, self.data, self.device)
         self.real_eval, self.real_eval_labels = self.data.val.take(config["eval_samples"])
-        self.quality = SampleQuality(net, self.real_eval, config["standard_fid"])
+        self.chunk = runtime.scaled(datasets.CHUNK, config["gpu_share"])  # evaluation batches
+        self.quality = SampleQuality(net, self.real_eval, config["standard_fid"], self.chunk)
         fixed = torch.Generator().manual_seed(config["seed"])
         self.fixed_noise = torch.randn(config["sample_grid"], config["noise_dim"], generator=fixed)
         self.fixed_labels = torch.arange(config["sample_grid"]) % self.data.num_classes
@@ -170,7 +171,7 @@ class GanTask:
         self.generator.eval()
         if self.conditional and labels is None:
             labels = torch.randint(0, self.data.num_classes, (n,), device=self.device)
-        return in_chunks(self.generator, self._noise(n), labels, datasets.CHUNK)
+        return in_chunks(self.generator, self._noise(n), labels, self.chunk)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:

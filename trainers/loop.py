@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from trainers import checkpoint, runtime
 
 
@@ -28,6 +30,7 @@ class Report(Protocol):
 
 class Task(Protocol):
     epochs: int
+    device: torch.device
 
     def train_epoch(self, epoch: int) -> dict[str, float]: ...
 
@@ -50,7 +53,7 @@ def run(task: Task, config: dict[str, Any], report: Report) -> None:
     if config.get("resume_from"):
         state = checkpoint.load(config["resume_from"])
         task.load_state_dict(state["task"])
-        runtime.set_rng_state(state["rng"])
+        runtime.set_rng_state(state["rng"], task.device)
         start = state["epoch"]
     for epoch in range(start + 1, task.epochs + 1):
         began = time.perf_counter()
@@ -60,11 +63,12 @@ def run(task: Task, config: dict[str, Any], report: Report) -> None:
             report({"epoch": epoch, "diverged": 1, "stop_reason": str(err)}, None)
             raise
         metrics.update(task.evaluate(epoch))
+        runtime.release_cached_memory(task.device)  # the evaluation's peak, back to the card's other trials
         check_finite(metrics, epoch)
         metrics["epoch"] = epoch
         metrics["epoch_time_s"] = time.perf_counter() - began
         with tempfile.TemporaryDirectory(prefix=f"epoch{epoch:03d}-") as directory:
-            state = {"epoch": epoch, "task": task.state_dict(), "rng": runtime.rng_state()}
+            state = {"epoch": epoch, "task": task.state_dict(), "rng": runtime.rng_state(task.device)}
             checkpoint.save(state, directory)
             task.write_artifacts(Path(directory), epoch)
             report(metrics, directory)

@@ -24,8 +24,9 @@ class SampleQuality:
     keeps, so it costs no forward pass.
     """
 
-    def __init__(self, evaluator: EvaluatorNet, real: torch.Tensor, standard_fid: bool = False):
-        device = real.device
+    def __init__(self, evaluator: EvaluatorNet, real: torch.Tensor, standard_fid: bool = False,
+                 chunk: int = CHUNK):
+        device, self.chunk = real.device, chunk
         n = len(real)
         with warnings.catch_warnings():  # KID and IS warn that they keep features: ours are few
             warnings.simplefilter("ignore", UserWarning)
@@ -35,7 +36,7 @@ class SampleQuality:
             self.inception = InceptionScore(Logits(evaluator), splits=5).to(device)
         self.standard = _standard_fid(device) if standard_fid else None
         with torch.no_grad():
-            for chunk in real.split(CHUNK):
+            for chunk in real.split(self.chunk):
                 self.fid.update(chunk, real=True)
                 self.kid.update(chunk, real=True)
                 if self.standard is not None:
@@ -46,7 +47,7 @@ class SampleQuality:
     def __call__(self, fake: torch.Tensor) -> dict[str, float]:
         for metric in self._metrics():
             metric.reset()
-        for chunk in fake.split(CHUNK):
+        for chunk in fake.split(self.chunk):
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)
             self.inception.update(chunk)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def check_file(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 raise fail(f"{where}.{key}", f"'{key}' is not a config key of trainer '{f.trainer}'. "
                            f"{hint(key, spec.defaults)}")
     trainer_checks.model_inputs(fail, spec, f.fixed, f.params)
+    _check_devices(fail, f)
     trainer_checks.fixed(fail, spec, f.fixed)
     for name, p in f.params.items():
         if name in f.fixed:
@@ -159,6 +161,28 @@ def _check_param(fail: Any, where: str, p: Param) -> None:
         if abs(n - round(n)) > 1e-9 * max(1.0, n):
             raise fail(f"{where}.high", f"high ({p.high:g}) is not low + k*step. Set high to "
                        f"{clean(p.low + math.floor(n) * p.step):g}")
+
+
+def _check_devices(fail: Any, f: SpaceFile) -> None:
+    """A trial's device is the one Ray gives it (runtime.placed_device): a GPU only with resources.gpu,
+    and then its own card, which Ray shows it as cuda:0."""
+    where = [("fixed.device", f.fixed["device"])] if "device" in f.fixed else []
+    if "device" in f.params:
+        where += [("params.device.choices", value) for value in f.params["device"].choices or ()]
+    gpu = f.resources.gpu
+    for field, value in where:
+        if not isinstance(value, str):
+            continue
+        if re.fullmatch(r"cuda:\d+", value):
+            raise fail(field, f"device {value!r}: Ray gives each trial its own GPU, which the trial sees as "
+                       "cuda:0, so a sweep cannot pick a card by number. Use device: cuda or auto, and "
+                       "resources.gpu for how many")
+        if value == "cuda" and not gpu:
+            raise fail(field, "device 'cuda' but resources.gpu is 0: the trial would hold no GPU. Set "
+                       "resources.gpu (0.25 shares a card four ways), or device: auto")
+        if value == "cpu" and gpu:
+            raise fail(field, f"device 'cpu' but resources.gpu is {gpu:g}: the trial would hold a GPU it "
+                       "never uses. Set resources.gpu: 0, or device: auto")
 
 
 def _check_conditions(fail: Any, params: dict[str, Param]) -> None:

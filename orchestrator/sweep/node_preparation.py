@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from orchestrator.errors import SpaceError
 from orchestrator.space.search_space import SearchSpace
 from orchestrator.space.values import finite_values
-from trainers import catalog
+from trainers import catalog, runtime
 from trainers.config import ConfigError
 from trainers.prepare import DEFINING_KEYS, data_config, prepare
 
@@ -66,12 +66,16 @@ def prepare_nodes(space: SearchSpace) -> None:
         why = skipped or "no node can run a trial yet"
         print(f"not preparing data before the trials ({why}): each trial prepares its own", file=sys.stderr)
         return
+    spec = catalog.get(space.trainer)
     try:
-        configs = [data_config(space.trainer, values) for values in fixed]
+        # On the device a trial would have: the CPU unless the trial holds a GPU (runtime.placed_device).
+        configs = [data_config(space.trainer, {**values, "device": runtime.placed_device(
+            values.get("device", spec.defaults["device"]), holds_gpu=bool(space.resources.gpu))})
+            for values in fixed]
     except ConfigError as err:
         raise SpaceError(space.path, space.field_of(err.key), str(err)) from None
     datasets = ", ".join(dict.fromkeys(config["dataset"] for config in configs))
-    with_evaluator = catalog.get(space.trainer).needs_evaluator
+    with_evaluator = spec.needs_evaluator
     what = "data and evaluator" if with_evaluator else "data"
     count = f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}"
     print(f"preparing {datasets} {what} on {count} ...", file=sys.stderr, flush=True)

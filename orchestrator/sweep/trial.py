@@ -9,19 +9,19 @@ of results and checkpoints, across retries and `--resume` alike.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from orchestrator.space import objective
 from orchestrator.sweep import checkpoint_storage
 from orchestrator.sweep.outcome import CONFIG_ERROR
-from trainers import catalog
+from trainers import catalog, runtime
 from trainers.config import ConfigError
 from trainers.loop import Diverged
 
@@ -29,8 +29,9 @@ METRICS_FILE = "metrics.json"
 NODE_KEY, GPUS_KEY = "node_id", "cuda_visible_devices"  # result keys, not metrics
 
 
-def make_trainable(trainer: str, objectives: dict[str, str]):
-    """A Tune function trainable for `trainer`; objectives maps each ranked metric to min/max."""
+def make_trainable(trainer: str, objectives: dict[str, str], gpu: float = 0.0):
+    """A Tune function trainable for `trainer`; objectives maps each ranked metric to min/max, `gpu`
+    is a trial's resources.gpu."""
     spec = catalog.get(trainer)
     worst = {metric: objective.worst(mode) for metric, mode in objectives.items()}
 
@@ -55,7 +56,10 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
                     checkpoint_storage.download(config[key], Path(local) / key)
                     config = {**config, key: str(Path(local) / key)}
             try:
-                spec.train(config, report)
+                spec.train(placed(config, spec.defaults["device"], gpu, bool(where[GPUS_KEY])), report)
+            except torch.OutOfMemoryError as err:  # retried (a neighbour's peak may have passed)
+                total = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+                raise RuntimeError(runtime.out_of_memory_message(gpu, total)) from err
             except Diverged:
                 return  # reported with the reason; the tracking callback marks the run failed
             except ConfigError as err:
@@ -68,7 +72,15 @@ def make_trainable(trainer: str, objectives: dict[str, str]):
 
 
 def placement() -> dict[str, str]:
-    """Where this attempt of the trial runs: its Ray node and the GPUs Ray gave it (Ray sets
-    CUDA_VISIBLE_DEVICES to exactly those). Recorded in the trial's MLflow run."""
+    """Where this attempt of the trial runs: its Ray node and the GPUs Ray gave it. Recorded in the
+    trial's MLflow run."""
     return {NODE_KEY: ray.get_runtime_context().get_node_id(),
-            GPUS_KEY: os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+            GPUS_KEY: ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
+
+
+def placed(config: dict[str, Any], default_device: str, gpu: float, holds_gpu: bool) -> dict[str, Any]:
+    """The trial's config on the device Ray gave it (runtime.placed_device), with its share of the
+    card when it holds a fraction of one."""
+    device = runtime.placed_device(config.get("device", default_device), holds_gpu)
+    share = gpu if holds_gpu and 0 < gpu < 1 else None
+    return {**config, "device": device, "gpu_share": share}

@@ -78,7 +78,7 @@ def searcher(space: SearchSpace, history: warm_start.History | None = None):
 def tuner(space: SearchSpace, settings: SweepSettings, callbacks: list[tune.Callback],
           history: warm_start.History | None = None) -> tune.Tuner:
     objectives = dict(zip(space.metrics, space.modes, strict=True))
-    trainable = tune.with_resources(make_trainable(space.trainer, objectives),
+    trainable = tune.with_resources(make_trainable(space.trainer, objectives, space.resources.gpu),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     run_config = tune.RunConfig(
         name=settings.tune_name,
