@@ -43,9 +43,16 @@ def test_a_trial_without_a_gpu_trains_on_the_cpu_whatever_the_node_has(asked):
     assert runtime.placed_device(asked, holds_gpu=False) == "cpu"
 
 
-@pytest.mark.parametrize("asked", ["auto", "cuda", "cuda:0"])
+@pytest.mark.parametrize("asked", ["cuda", "cuda:0"])
 def test_a_trial_with_a_gpu_trains_on_its_own_card(asked):
     assert runtime.placed_device(asked, holds_gpu=True) == "cuda:0"  # Ray shows it its card as cuda:0
+
+
+def test_auto_with_a_gpu_is_the_card_ray_made_visible():
+    """Ray sets CUDA_VISIBLE_DEVICES to the trial's card: auto finds it as cuda:0 (and the CPU on a node
+    whose GPUs CUDA cannot see, such as the tests' raylets that only declare GPUs)."""
+    assert runtime.placed_device("auto", holds_gpu=True) == "auto"
+    assert runtime.device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize("asked, holds, words", [("cuda", False, "holds no GPU"),
@@ -61,7 +68,7 @@ def test_a_device_the_trial_cannot_have_is_a_config_error(asked, holds, words):
     (2.0, True, "cuda:0", None),
 ])
 def test_the_trial_config_carries_its_device_and_share(gpu, holds, device, share):
-    config = placed({"lr": 1e-3}, "auto", gpu, holds)
+    config = placed({"lr": 1e-3}, "cuda", gpu, holds) if holds else placed({"lr": 1e-3}, "auto", gpu, holds)
     assert (config["device"], config["gpu_share"], config["lr"]) == (device, share, 1e-3)
 
 

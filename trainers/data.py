@@ -2,17 +2,31 @@
 
 Small datasets (MNIST family, CIFAR-10, mnist5k, small folders) are decoded once and held on
 the training device as uint8 tensors; a batch is an index into them, so an epoch costs no
-DataLoader workers or host->device copies. Large folders stream through a DataLoader.
+DataLoader workers or host->device copies.
+
+A folder is decoded once per node into a uint8 cache (`folder_cache`: a .npy memmap of (N, C, H, W)
+under cache_root()/data/<key>), which every later trial on the node reads instead of its images.
+A folder too large for memory (`fits_in_memory`) streams from that memmap through persistent
+DataLoader workers, as many as the trial's CPUs allow (`loader_workers`): no image is decoded
+after the first epoch of the first trial.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import re
+import shutil
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +34,11 @@ from trainers.config import ConfigError, cache_root, check_choice, check_positiv
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder", "mnist5k")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory
+IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory (see memory_limit)
+MAX_WORKERS = 8  # streaming DataLoader workers at most: a memmap feeds a GPU with fewer
+CACHE_FORMAT = 1  # part of every folder cache's key: bump it when the decoding below changes
+BUILD_BATCH = 256  # images per decoded batch while a folder cache is built
+PROGRESS_SECONDS = 30.0  # a progress line at least this often while a folder cache is built
 CHUNK = 500  # images per forward pass outside training (evaluation, generation): bounds memory at 128 px
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -95,22 +113,143 @@ class TensorSplit(Split):
             yield to_unit_range(self.images[idx]), self.labels[idx]
 
 
-class LoaderSplit(Split):
-    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device, workers: int = 4):
-        self.dataset, self.device, self.workers = dataset, device, workers
+class StreamingSplit(Split):
+    """A split of a folder cache too large for memory, read from its memmap batch by batch.
+
+    Batches come as they came from the DataLoader of earlier versions (`_pass_order`): the same
+    order for the same generator or global RNG state, drop_last only when there is a whole batch.
+    """
+
+    def __init__(self, feeder: _Feeder, indices: np.ndarray):
+        self.feeder, self.indices = feeder, indices  # indices: rows of the cache, int64
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.indices)
+
+    @property
+    def loader(self) -> torch.utils.data.DataLoader:
+        """The DataLoader behind every split of this folder (made on first use)."""
+        return self.feeder.loader
 
     def batches(self, batch_size, shuffle, generator=None, drop_last=False):
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-            drop_last=drop_last and len(self.dataset) >= batch_size, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )
-        for x, y in loader:
-            yield (to_unit_range(x.to(self.device, non_blocking=True)),
-                   y.to(self.device, non_blocking=True))
+        order = _pass_order(len(self.indices), shuffle, generator)
+        n = len(order)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        yield from self.feeder.read([self.indices[order[start:start + batch_size]]
+                                     for start in range(0, stop, batch_size)])
+
+
+def _pass_order(n: int, shuffle: bool, generator: torch.Generator | None) -> np.ndarray:
+    """A pass's order, drawn as the per-pass DataLoader of earlier versions drew it: an int64 for its
+    workers' base seed, then RandomSampler's permutation, from `generator` (None: the global RNG).
+    So a seeded run streams in the order it did before, and a resumed run as an uninterrupted one."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    sampler = torch.utils.data.RandomSampler(range(n), generator=generator)
+    return np.fromiter(sampler, dtype=np.int64, count=n)
+
+
+class _CacheReader(torch.utils.data.Dataset):
+    """Whole batches from a folder cache: one fancy index into the memmap per batch, no collation.
+
+    The memmap is opened in the process that reads (each worker opens its own), never pickled."""
+
+    def __init__(self, images_path: Path, labels: np.ndarray):
+        self.images_path, self.labels = images_path, labels
+        self._images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, rows: np.ndarray) -> Batch:
+        if self._images is None:
+            self._images = np.load(self.images_path, mmap_mode="r")
+        return torch.from_numpy(self._images[rows]), torch.from_numpy(self.labels[rows])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The row batches of the pass under way: a persistent DataLoader takes a new iterator of its
+    sampler at each pass, so setting `batches` before iterating steers the same workers."""
+
+    def __init__(self):
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Feeder:
+    """One persistent DataLoader over a folder cache, shared by its splits (one set of workers)."""
+
+    def __init__(self, cache: FolderCache, device: torch.device, workers: int | None = None):
+        self.reader = _CacheReader(cache.images_path, cache.labels)
+        self.device = device
+        self.workers = loader_workers() if workers is None else workers
+        self.plan = _Plan()
+        self.busy = False  # a pass is under way
+        self._loader: torch.utils.data.DataLoader | None = None
+
+    @property
+    def loader(self) -> torch.utils.data.DataLoader:
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self.reader, sampler=self.plan, batch_size=None, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                # Its own generator for the workers' base seed: the global RNG is drawn by _pass_order
+                # alone, the same at every pass (the first would otherwise draw once more).
+                generator=torch.Generator().manual_seed(0),
+            )
+        return self._loader
+
+    def read(self, batches: list[np.ndarray]) -> Iterator[Batch]:
+        if self.busy:  # a pass inside another (validation during training): read it in this process
+            for rows in batches:
+                yield self._on_device(*self.reader[rows])
+            return
+        self.busy = True
+        try:
+            self.plan.batches = batches
+            for images, labels in self.loader:
+                yield self._on_device(images, labels)
+        finally:  # also when the consumer stops early: the next pass resets the workers
+            self.busy = False
+
+    def _on_device(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+        return (to_unit_range(images.to(self.device, non_blocking=True)),
+                labels.to(self.device, non_blocking=True))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its torch threads (Ray sets them to the trial's resources.cpu) and
+    its CPU affinity, whichever is fewer."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), affinity))
+
+
+def loader_workers() -> int:
+    """Streaming DataLoader workers: one CPU is left to the training loop, the rest read; at least one
+    (reading overlaps training), at most MAX_WORKERS (more do not feed a GPU faster from a memmap)."""
+    return max(1, min(usable_cpus() - 1, MAX_WORKERS))
+
+
+def memory_limit(device: torch.device, gpu_share: float | None = None) -> float:
+    """Bytes of uint8 images a trial may hold: IN_MEMORY_BYTES, times its share of the GPU when they
+    would live on one (a trial on a quarter of a card holds a quarter); on the CPU the share does not
+    apply. gpu_share None: the whole card."""
+    if device.type == "cuda" and gpu_share is not None:
+        return IN_MEMORY_BYTES * float(gpu_share)
+    return IN_MEMORY_BYTES
+
+
+def fits_in_memory(nbytes: int, device: torch.device, gpu_share: float | None = None) -> bool:
+    return nbytes <= memory_limit(device, gpu_share)
 
 
 @dataclass
@@ -233,7 +372,7 @@ def _split_in_memory(name, images, labels, test, config, device) -> ImageData:
 
 
 def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
-    """Any ImageFolder tree (one subfolder per class), resized and centre-cropped."""
+    """Any ImageFolder tree (one subfolder per class), resized and centre-cropped, through its cache."""
     import torchvision
     from torchvision import transforms
 
@@ -257,20 +396,113 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
         raise ConfigError(f"data_path={str(root)!r}: {err}. Put images in subfolders.",
                           key="data_path") from err
 
+    cache = folder_cache(dataset, root, size, channels)
     train_idx, val_idx, test_idx = split_indices(len(dataset), config, has_test=False)
-    num_classes = len(dataset.classes)
-    fits = len(dataset) * channels * size * size <= IN_MEMORY_BYTES
+    if fits_in_memory(cache.images.nbytes, device, config.get("gpu_share")):
+        def split(indices: torch.Tensor) -> Split:
+            rows = indices.numpy()
+            return TensorSplit(torch.from_numpy(cache.images[rows]).to(device),
+                               torch.from_numpy(cache.labels[rows]).to(device))
+    else:
+        feeder = _Feeder(cache, device)
 
-    def split(indices: torch.Tensor) -> Split:
-        subset = torch.utils.data.Subset(dataset, indices.tolist())
-        if not fits:
-            return LoaderSplit(subset, device)
-        loader = torch.utils.data.DataLoader(subset, batch_size=CHUNK, num_workers=2)
-        pairs = list(loader)
-        if not pairs:
-            return TensorSplit(torch.empty(0, channels, size, size, dtype=torch.uint8, device=device),
-                               torch.empty(0, dtype=torch.long, device=device))
-        return TensorSplit(torch.cat([x for x, _ in pairs]).to(device),
-                           torch.cat([y for _, y in pairs]).long().to(device))
+        def split(indices: torch.Tensor) -> Split:
+            return StreamingSplit(feeder, indices.numpy().astype(np.int64))
 
-    return ImageData(split(train_idx), split(val_idx), split(test_idx), num_classes, channels, size, "folder")
+    return ImageData(split(train_idx), split(val_idx), split(test_idx), len(dataset.classes), channels, size,
+                     "folder")
+
+
+# -- the folder cache -----------------------------------------------------------------------------------
+@dataclass
+class FolderCache:
+    """A folder decoded once: uint8 images (N, C, H, W) as a read-only memmap, int64 labels (N,), in
+    ImageFolder's order."""
+    path: Path  # the cache's directory
+    images: np.ndarray
+    labels: np.ndarray
+    built: bool  # decoded by this call (False: found, made earlier or by another process)
+
+    @property
+    def images_path(self) -> Path:
+        return self.path / "images.npy"
+
+
+def folder_cache(dataset: torch.utils.data.Dataset, root: Path, size: int, channels: int) -> FolderCache:
+    """The uint8 cache of an ImageFolder `dataset` (its transform giving `channels` x size x size uint8
+    tensors), decoded now if no process on this node has done it yet.
+
+    Made once per node: under a file lock, into a temporary folder renamed into place when complete,
+    so trials that start together wait for one decoding and never read half a cache."""
+    from filelock import FileLock, Timeout
+
+    key = cache_key(dataset, root, size, channels)
+    path = cache_root() / "data" / key
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another process to finish caching {root} ({key})", file=sys.stderr,
+                  flush=True)
+            lock.acquire()
+        try:
+            if not path.is_dir():
+                _build(dataset, root, path, (len(dataset), channels, size, size))
+                return _open(path, built=True)
+        finally:
+            lock.release()
+    return _open(path, built=False)
+
+
+def cache_key(dataset: torch.utils.data.Dataset, root: Path, size: int, channels: int) -> str:
+    """The folder (resolved), its images' names, classes, sizes and modification times, the image size
+    and channels: any change to the folder or to what is asked of it names a new cache."""
+    resolved = root.resolve()
+    digest = hashlib.sha256(repr((CACHE_FORMAT, str(resolved), size, channels)).encode())
+    for file, label in dataset.samples:
+        stat = os.stat(file)
+        name = os.path.relpath(file, root)
+        digest.update(f"\0{name}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", resolved.name)[:40] or "folder"
+    return f"{name}-{size}px-{channels}c-{digest.hexdigest()[:16]}"
+
+
+def _open(path: Path, built: bool) -> FolderCache:
+    return FolderCache(path, np.load(path / "images.npy", mmap_mode="r"), np.load(path / "labels.npy"), built)
+
+
+def _build(dataset: torch.utils.data.Dataset, root: Path, path: Path, shape: tuple[int, ...]) -> None:
+    """Decode every image of `dataset` into `path` (which must not exist), with progress on stderr."""
+    for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a builder that died: we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
+    partial.mkdir()
+    try:
+        images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+        labels = np.empty(shape[0], dtype=np.int64)
+        workers = usable_cpus()  # the decoding is the whole job here: this process only copies
+        loader = torch.utils.data.DataLoader(dataset, batch_size=BUILD_BATCH, num_workers=workers)
+        began = shown = time.monotonic()
+        done, step = 0, max(1, shape[0] // 10)
+        for x, y in loader:
+            images[done:done + len(x)] = x.numpy()
+            labels[done:done + len(x)] = y.numpy()
+            before, done = done, done + len(x)
+            if done // step > before // step or time.monotonic() - shown >= PROGRESS_SECONDS:
+                shown = time.monotonic()
+                print(f"caching {root} as uint8: {done:,}/{shape[0]:,} images", file=sys.stderr, flush=True)
+        images.flush()
+        del images
+        np.save(partial / "labels.npy", labels)
+        (partial / "meta.json").write_text(json.dumps({
+            "source": str(root.resolve()), "shape": list(shape), "classes": getattr(dataset, "classes", None),
+            "format": CACHE_FORMAT}, indent=1) + "\n")
+        partial.rename(path)  # atomic: a reader sees the whole cache or none
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    took = time.monotonic() - began
+    print(f"cached {root}: {shape[0]:,} images in {took:.0f} s ({shape[0] / max(took, 1e-9):,.0f} images/s, "
+          f"{workers} workers) at {path}", file=sys.stderr, flush=True)

@@ -84,7 +84,8 @@ def placed_device(name: str, holds_gpu: bool) -> str:
     if name == "cpu":
         raise ConfigError("device='cpu' but this trial holds a GPU it would never use: set resources.gpu: "
                           "0, or device: auto", key="device")
-    return "cuda:0"
+    # auto: the trial's card where CUDA sees it (Ray sets CUDA_VISIBLE_DEVICES to it), else the CPU
+    return "auto" if name == "auto" else "cuda:0"
 
 
 def setup(config: dict[str, Any]) -> torch.device:
