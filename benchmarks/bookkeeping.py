@@ -175,7 +175,7 @@ def quickstart_epoch(workdir: Path, epochs: int) -> tuple[list[float], Path]:
             shutil.copy(Path(checkpoint_dir) / "samples.png", grid)
 
     def untrained(config, data, device):  # the evaluator's training is a once-per-node cost
-        return EvaluatorNet(data.channels, max(data.num_classes, 2)).to(device).eval()
+        return EvaluatorNet(data.channels, max(data.num_classes, 2)).to(device).eval(), "untrained"
 
     with mock.patch.object(evaluator, "load_or_train", untrained):
         catalog.get("dcgan").train(config, report)

@@ -77,9 +77,9 @@ GPU_TARGETS = {"dcgan": 3.0}  # the goal for MNIST-size DCGANs on a GPU, by trai
 CHANCE = math.log(4)  # BCE D loss (real + fake terms) of a D that cannot tell: 2 log 2
 
 
-def untrained_evaluator(config: dict[str, Any], data, device: torch.device) -> EvaluatorNet:
+def untrained_evaluator(config: dict[str, Any], data, device: torch.device) -> tuple[EvaluatorNet, str]:
     """Stands in for evaluator.load_or_train: nothing is evaluated, so nothing is trained or cached."""
-    return EvaluatorNet(data.channels, max(data.num_classes, 2)).to(device).eval()
+    return EvaluatorNet(data.channels, max(data.num_classes, 2)).to(device).eval(), "untrained"
 
 
 def build_task(config: dict[str, Any]) -> gan.GanTask:

@@ -12,7 +12,7 @@ from trainers.metrics import SampleQuality, real_fake_scores
 def test_fid_is_near_zero_for_the_same_set_and_large_for_noise(tiny):
     config = gan.resolve("dcgan", {**tiny, "max_train": None})
     images = data.load(config, torch.device("cpu"))
-    net = evaluator.load_or_train(config, images, torch.device("cpu"))
+    net, _ = evaluator.load_or_train(config, images, torch.device("cpu"))
     both, _ = images.train.take(120)
     real, other = both[:60], both[60:]
     quality = SampleQuality(net, real)

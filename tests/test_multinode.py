@@ -5,6 +5,7 @@ middle of a sweep costs no trial and no record, checkpoints in S3 survive a kill
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -58,6 +59,17 @@ def placements(run) -> list[dict]:
     return json.loads(run.data.tags["gansweep.placements"])
 
 
+def scored_by_one_evaluator(parent, kids, storage: Path) -> str:
+    """Every trial run, wherever it ran or was retried, names the one evaluator network the sweep
+    staged in its storage; its digest."""
+    staged = json.loads(parent.data.tags["gansweep.evaluators"])
+    (digest,) = staged.values()
+    assert {kid.data.tags.get("gansweep.evaluator") for kid in kids} == {digest}
+    (network,) = storage.glob("*/evaluators/*.pt")
+    assert network.stem in staged and hashlib.sha256(network.read_bytes()).hexdigest()[:12] == digest
+    return digest
+
+
 def test_fractional_gpus_pack_on_the_workers_never_on_the_head(tmp_path, tiny, cluster):
     # 6 trials of half a GPU on 3 GPUs: all run at once, two per GPU. Each in a worker of its own:
     # with reused workers a trial that ends first hands its worker (and GPU) to a later one.
@@ -69,6 +81,7 @@ def test_fractional_gpus_pack_on_the_workers_never_on_the_head(tmp_path, tiny, c
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     _, kids = children(client, "tiny")
     assert len(kids) == 6 and all(k.info.status == "FINISHED" for k in kids)
+    scored_by_one_evaluator(children(client, "tiny")[0], kids, tmp_path / "sweeps")
     gpus_of = {w.node_id: {"0", "1"} if w is cluster.workers[0] else {"0"} for w in cluster.workers}
     per_gpu: dict[tuple[str, str], list] = defaultdict(list)
     for kid in kids:
@@ -106,6 +119,8 @@ def test_a_node_lost_mid_sweep_costs_no_trial_and_no_record(tmp_path, tiny, clus
     assert len(kids) == 4, "one MLflow run per trial, retries included"
     moved = [k for k in kids if len(placements(k)) > 1]
     assert moved, "the trial of the lost node went on elsewhere"
+    assert len({where["node_id"] for kid in kids for where in placements(kid)}) >= 2
+    scored_by_one_evaluator(parent, kids, tmp_path / "sweeps")
     for kid in kids:
         assert kid.info.status == "FINISHED" and kid.data.tags["gansweep.status"] == "finished"
         assert epochs_logged(client, kid) == [1, 2, 3, 4, 5, 6], "every epoch recorded once"

@@ -82,3 +82,15 @@ def test_a_data_key_sampled_from_a_range_leaves_preparing_to_the_trials(tmp_path
         "split_seed": {"type": "int", "low": 0, "high": 10**6}}))
     configs, skipped = data_configs(space)
     assert configs == [] and skipped == "the choices of split_seed make 1000001 data configs"
+
+
+def test_a_resumed_sweep_keeps_the_evaluator_it_staged(tmp_path):
+    """--resume prepares again, possibly on other nodes whose caches hold other networks: the one
+    already in the sweep's storage stays, and its digest is the one the trials report."""
+    from orchestrator.sweep.node_preparation import stage_evaluator
+    from trainers import evaluator
+
+    staging, key, first = tmp_path / "sweeps" / "run-1" / "evaluators", "mnist5k-28px-abc", b"first network"
+    assert stage_evaluator(key, first, str(staging)) == evaluator.digest(first)
+    assert stage_evaluator(key, b"another node's", str(staging)) == evaluator.digest(first)
+    assert (staging / f"{key}.pt").read_bytes() == first

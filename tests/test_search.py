@@ -297,3 +297,33 @@ def test_warm_start_learns_from_the_earlier_sweep_and_skips_what_no_longer_fits(
     proposed = {k: float(trial.data.params[k]) for k in ("lr", "beta1")}
     assert proposed == first_proposal(learned), "TPE's answer to the first sweep's trials"
     assert proposed != first_proposal([]), "a cold start proposes something else"
+
+
+def test_warm_start_learns_only_from_trials_scored_by_todays_evaluator(tmp_path):
+    """FID under another evaluator network is another ruler: those trials are skipped and counted,
+    and a sweep skipped whole for it is named."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("rulers")
+    params = {"lr": 2e-4, "beta1": 0.5, "ngf": 24, "epochs": 2, "loss": "bce"}
+
+    def sweep_with(name: str, evaluators: list[str | None]) -> str:
+        parent = client.create_run(experiment, run_name=name, tags={"gansweep.role": "sweep"}).info.run_id
+        for fid, scored_by in enumerate(evaluators, 10):
+            run = client.create_run(experiment, tags={"mlflow.parentRunId": parent, **(
+                {"gansweep.evaluator": scored_by} if scored_by else {})})
+            for key, value in params.items():
+                client.log_param(run.info.run_id, key, str(value))
+            client.log_metric(run.info.run_id, "fid", float(fid))
+            client.set_terminated(run.info.run_id, "FINISHED")
+        return parent
+
+    same = sweep_with("sweep same", ["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    sweep_with("sweep other", ["bbbbbbbbbbbb", None])
+    history = warm_start.load(client, experiment, load_space(space_file(tmp_path)), {"aaaaaaaaaaaa"})
+    assert [t.value for t in history.trials] == [10.0] and history.sweeps == [same]
+    assert history.other_evaluator == 3 and history.other_sweeps == ["sweep other"]
+    assert "3 skipped: scored by another evaluator network" in history.line()
+    assert "whole sweeps: sweep other" in history.line()
+    assert history.tags()["gansweep.warm_start.other_evaluator"] == "3"
+    everything = warm_start.load(client, experiment, load_space(space_file(tmp_path)))
+    assert len(everything.trials) == 4, "without today's evaluators (a classifier sweep) nothing is filtered"

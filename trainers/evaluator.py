@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 
-from trainers import checkpoint
+from trainers import checkpoint, runtime
 from trainers import data as datasets
 from trainers.config import cache_root
 from trainers.data import ImageData
 
 STEPS = 1000  # Adam steps of batch 64: enough for ~98% on MNIST, seconds on a GPU
 SEED = 0
+DIGEST_FILE = "evaluator.txt"  # in each checkpoint: the digest of the network that scored the epoch
 
 
 class EvaluatorNet(nn.Module):
@@ -78,27 +79,39 @@ def cached_path(config: dict[str, Any], data: ImageData) -> Path:
     return cache_root() / "evaluators" / f"{cache_key(config, data)}.pt"
 
 
-def load_or_train(config: dict[str, Any], data: ImageData, device: torch.device) -> EvaluatorNet:
-    """The cached evaluator for this dataset, trained first if missing (once per node: locked).
+def load_or_train(config: dict[str, Any], data: ImageData, device: torch.device) -> tuple[EvaluatorNet, str]:
+    """The evaluator for this dataset and the digest of its file: the one a sweep staged for all its
+    trials (`config["evaluator"]`, a folder of networks by cache key), else this node's cached one,
+    trained first if missing (once per node: locked).
 
-    It is trained on the whole training split, whatever `max_train` a trial uses, so every
-    trial of a sweep is measured with the same network.
+    It is trained on the whole training split, whatever `max_train` a trial uses, with deterministic
+    algorithms and a fixed seed, so every trial of a sweep is measured with the same network.
     """
     rotation = data.num_classes < 2
     net = EvaluatorNet(data.channels, 4 if rotation else data.num_classes)
+    staged = Path(config["evaluator"]) / f"{cache_key(config, data)}.pt" if config.get("evaluator") else None
+    if staged is not None and staged.exists():
+        net.load_state_dict(checkpoint.load(staged)["model"])
+        return net.to(device).eval().requires_grad_(False), digest(staged.read_bytes())
     path = cached_path(config, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
             net.load_state_dict(checkpoint.load(path)["model"])
         else:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                    runtime.deterministic_section():
                 torch.manual_seed(SEED)
                 if config["max_train"]:
                     data = datasets.load({**config, "max_train": None}, device)
                 _train(net.to(device), data, rotation)
             checkpoint.save({"model": net.state_dict()}, path)
-    return net.to(device).eval().requires_grad_(False)
+    return net.to(device).eval().requires_grad_(False), digest(path.read_bytes())
+
+
+def digest(saved: bytes) -> str:
+    """The first 12 hex digits of a saved network's sha256: which network scored a run."""
+    return hashlib.sha256(saved).hexdigest()[:12]
 
 
 def _rotate(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

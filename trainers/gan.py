@@ -79,7 +79,7 @@ class GanTask:
                                  config["lr_d"] or config["lr"], **opt)
         self.conditional = config["conditional"]
 
-        net = evaluator.load_or_train(config, self.data, self.device)
+        net, self.evaluator_digest = evaluator.load_or_train(config, self.data, self.device)
         self.real_eval, self.real_eval_labels = self.data.val.take(config["eval_samples"])
         self.chunk = runtime.scaled(datasets.CHUNK, config["gpu_share"])  # evaluation batches
         self.quality = SampleQuality(net, self.real_eval, config["standard_fid"], self.chunk)
@@ -199,6 +199,7 @@ class GanTask:
         nrow = self.data.num_classes if self.conditional else 8
         save_image(samples.float(), directory / "samples.png", nrow=nrow, normalize=True,
                    value_range=(-1, 1))
+        (directory / evaluator.DIGEST_FILE).write_text(self.evaluator_digest)  # which network scored it
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -44,6 +44,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     # evaluation
     "eval_samples": 1000,  # generated images per epoch for fid/kid/inception_score/d_f1
     "standard_fid": False,  # also compute FID with the standard Inception weights (if present locally)
+    "evaluator": None,  # a folder of evaluator networks by cache key (a sweep stages one for all its
+    #                     trials); None: this machine's cache, trained on first use
     "sample_grid": 64,
     **runtime.DEFAULTS,
 }

@@ -31,6 +31,18 @@ def data_config(trainer: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**config, "max_train": None}
 
 
+def evaluator_file(config: dict[str, Any]) -> tuple[str, bytes, str]:
+    """The evaluator network of a `data_config`, from this node's cache or trained now: its cache
+    key, its file's bytes (what a sweep stages for all its trials), and what was done."""
+    device = runtime.device(config["device"])
+    data = datasets.load(config, device)
+    path = evaluator.cached_path(config, data)
+    found = path.exists()
+    evaluator.load_or_train(config, data, device)
+    return (evaluator.cache_key(config, data), path.read_bytes(),
+            f"{config['dataset']}: evaluator {'found' if found else 'trained'}")
+
+
 def prepare(config: dict[str, Any], with_evaluator: bool) -> str:
     """Load the dataset of a `data_config` and, `with_evaluator`, load or train its evaluator;
     seconds once they are cached. Returns what it did, such as 'mnist5k: evaluator trained'."""

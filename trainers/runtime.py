@@ -131,6 +131,20 @@ def deterministic(on: bool) -> None:
     torch.backends.cudnn.benchmark = not on
 
 
+@contextlib.contextmanager
+def deterministic_section():
+    """Deterministic algorithms for what runs inside (the evaluator's training), the run's own setting
+    restored afterwards."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    deterministic(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
 def release_cached_memory(dev: torch.device) -> None:
     """Give the allocator's cached blocks back after an evaluation's peak, for the card's other trials."""
     if dev.type == "cuda":

@@ -144,3 +144,21 @@ def download(source: str, local: Path) -> None:
     local.mkdir(parents=True, exist_ok=True)
     pyarrow.fs.copy_files(path, str(local), source_filesystem=fs,
                           destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+
+def read_file(path: str) -> bytes | None:
+    """A file in the storage, or None where there is none."""
+    fs, where = resolve(path)
+    try:
+        with fs.open_input_stream(where) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_file(data: bytes, path: str) -> None:
+    """Write a file into the storage (its folder made as needed)."""
+    fs, where = resolve(path)
+    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(where) as out:
+        out.write(data)

@@ -34,6 +34,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 ADDRESS_TIMEOUT_S = 5.0
 SOURCES_DIR = "sources"  # beside Tune's trial folders: the models the trials start from
+EVALUATORS_DIR = "evaluators"  # and the evaluator networks that score them
 
 
 NO_CLUSTER_HINT = ("Start a cluster with `ray up cluster.yaml` and run the sweep on its head with --address "
@@ -86,10 +87,11 @@ def run(space: SearchSpace, address: str | None, storage: str | None, tracking_u
                 raise UsageError(f"{space.path}: {problem}")
             if address is not None and (problem := checkpoint_storage.shared_problem(settings.storage)):
                 raise UsageError(problem)
-            place = checkpoint_storage.join(settings.storage, f"{settings.tune_name}/{SOURCES_DIR}")
-            space = model_sources.stage(space, sources, place)
-            prepare_nodes(space)  # data and evaluator once per node, before any trial
-            return fit(space, settings, tracking_uri, parent, sources, warm)
+            sweep_dir = checkpoint_storage.join(settings.storage, settings.tune_name)
+            space = model_sources.stage(space, sources, checkpoint_storage.join(sweep_dir, SOURCES_DIR))
+            # the data on every node, and one evaluator network for the whole sweep, before any trial
+            space, evaluators = prepare_nodes(space, checkpoint_storage.join(sweep_dir, EVALUATORS_DIR))
+            return fit(space, settings, tracking_uri, parent, sources, warm, evaluators)
         finally:
             ray.shutdown()
 
@@ -140,22 +142,27 @@ def start_ray(address: str | None) -> None:
 
 
 def fit(space: SearchSpace, settings: SweepSettings, tracking_uri: str, parent: str | None,
-        sources: list[model_sources.Source], warm: bool = False) -> int:
+        sources: list[model_sources.Source], warm: bool = False, evaluators: dict[str, str] | None = None
+        ) -> int:
     """The parent run (new, or reopened by --resume), Tune's run, and the summary or the resume hint.
 
     Tune catches Ctrl-C itself and returns from `fit()` as if the sweep had ended; the tracking
     callback notes it and ends the parent run KILLED, which is how this tells the two apart."""
     client = mlflow_store.connect(tracking_uri)
     experiment = parent_run.experiment_id(client, tracking_uri, space.name)
-    history = warm_start.load(client, experiment, space) if warm else None  # before this sweep's parent
+    evaluators = evaluators or {}
+    # before this sweep's parent run: its trials are not history
+    history = warm_start.load(client, experiment, space, set(evaluators.values())) if warm else None
     source_tags = {tag: value for source in sources
                    for tag, value in tags.source(source.key, source.given, source.resolved).items()}
     if parent is not None:  # --resume: the sources it started from, for the runs of new trials
         source_tags = tags.sources_of(client.get_run(parent).data.tags)
         client.update_run(parent, status="RUNNING")
     else:
+        prepared = {**(history.tags() if history is not None else {}),
+                    **({tags.EVALUATORS: json.dumps(evaluators)} if evaluators else {})}
         parent = parent_run.start(client, experiment, space, settings.storage, settings.tune_name,
-                                  source_tags, history.tags() if history is not None else {})
+                                  source_tags, prepared)
     callbacks = [TrackingCallback(tracking_uri, experiment, parent, space, source_tags),
                  ProgressCallback(space.primary_metric, space.primary_mode, space.num_samples,
                                   settings.time_budget_s, catalog.get(space.trainer).defaults["epochs"])]

@@ -21,12 +21,13 @@ from ray import tune
 from orchestrator.space import objective
 from orchestrator.sweep import checkpoint_storage
 from orchestrator.sweep.outcome import CONFIG_ERROR
-from trainers import catalog, runtime
+from trainers import catalog, evaluator, runtime
 from trainers.config import ConfigError
 from trainers.loop import Diverged
 
 METRICS_FILE = "metrics.json"
 NODE_KEY, GPUS_KEY = "node_id", "cuda_visible_devices"  # result keys, not metrics
+EVALUATOR_KEY = "evaluator"  # result key: the digest of the evaluator network that scored the epoch
 
 
 def make_trainable(trainer: str, objectives: dict[str, str], gpu: float = 0.0):
@@ -43,7 +44,8 @@ def make_trainable(trainer: str, objectives: dict[str, str], gpu: float = 0.0):
                 tune.report({**metrics, **worst, **where})
                 return
             (Path(checkpoint_dir) / METRICS_FILE).write_text(json.dumps(metrics))
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            tune.report({**metrics, **where, **scored_by(Path(checkpoint_dir))},
+                        checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         with tempfile.TemporaryDirectory(prefix="trial-") as local:
             checkpoint = tune.get_checkpoint()
@@ -51,7 +53,8 @@ def make_trainable(trainer: str, objectives: dict[str, str], gpu: float = 0.0):
                 with checkpoint.as_directory() as directory:
                     shutil.copytree(directory, f"{local}/resume", dirs_exist_ok=True)
                 config = {**config, "resume_from": f"{local}/resume"}
-            for key in spec.model_inputs:  # copies the driver put in the sweep's storage
+            # copies the driver put in the sweep's storage: the models it starts from, the evaluator
+            for key in [*spec.model_inputs, *(["evaluator"] if spec.needs_evaluator else [])]:
                 if config.get(key):
                     checkpoint_storage.download(config[key], Path(local) / key)
                     config = {**config, key: str(Path(local) / key)}
@@ -76,6 +79,12 @@ def placement() -> dict[str, str]:
     trial's MLflow run."""
     return {NODE_KEY: ray.get_runtime_context().get_node_id(),
             GPUS_KEY: ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
+
+
+def scored_by(checkpoint_dir: Path) -> dict[str, str]:
+    """The digest of the evaluator network behind the epoch's metrics, as its checkpoint records it."""
+    record = checkpoint_dir / evaluator.DIGEST_FILE
+    return {EVALUATOR_KEY: record.read_text().strip()} if record.exists() else {}
 
 
 def placed(config: dict[str, Any], default_device: str, gpu: float, holds_gpu: bool) -> dict[str, Any]:

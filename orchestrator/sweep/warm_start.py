@@ -10,7 +10,7 @@ trials go into a study of an in-memory storage, and --resume restores them like 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from mlflow.entities import Run
@@ -37,15 +37,24 @@ class History:
     sweeps: list[str]  # the parent runs of the sweeps they came from, oldest first
     skipped: int  # finished trials whose params fall outside today's space
     earlier: int  # sweeps of the experiment before this one, with or without usable trials
+    other_evaluator: int = 0  # finished trials scored by another evaluator network than today's
+    other_sweeps: list[str] = field(default_factory=list)  # names of sweeps skipped whole for it
 
     def line(self) -> str:
         if not self.earlier:
             return "warm start: no earlier sweep of this experiment to learn from; this one starts cold"
-        return (f"warm start: {len(self.trials)} trials from {len(self.sweeps)} earlier sweeps "
-                f"({self.skipped} skipped: their params fall outside this space)")
+        line = (f"warm start: {len(self.trials)} trials from {len(self.sweeps)} earlier sweeps "
+                f"({self.skipped} skipped: their params fall outside this space")
+        if self.other_evaluator:
+            named = ", ".join(self.other_sweeps[:5]) + (" ..." if len(self.other_sweeps) > 5 else "")
+            line += (f"; {self.other_evaluator} skipped: scored by another evaluator network, whose FID is "
+                     f"not comparable" + (f"; whole sweeps: {named}" if named else ""))
+        return line + ")"
 
     def tags(self) -> dict[str, str]:
-        return tags.warm_start(self.sweeps, len(self.trials), self.skipped) if self.sweeps else {}
+        if not self.sweeps:
+            return {}
+        return tags.warm_start(self.sweeps, len(self.trials), self.skipped, self.other_evaluator)
 
 
 def problem(space: SearchSpace, resume: bool) -> str | None:
@@ -62,18 +71,24 @@ def problem(space: SearchSpace, resume: bool) -> str | None:
     return None
 
 
-def load(client: MlflowClient, experiment_id: str, space: SearchSpace) -> History:
+def load(client: MlflowClient, experiment_id: str, space: SearchSpace,
+         evaluators: set[str] | None = None) -> History:
     """The finished trials (stopped early included, as Tune tells Optuna) with a finite final metric of
-    every sweep of the experiment so far, oldest first; those that do not fit `space` are only counted."""
+    every sweep of the experiment so far, oldest first; those that do not fit `space`, and, given
+    the digests of today's evaluator networks, those scored by another network, are only counted."""
     parents = runs.sweep_runs(client, [experiment_id], newest_first=False)
     distributions = space.optuna_distributions()
     history = History([], [], 0, len(parents))
     for parent in parents:
-        before = len(history.trials)
+        before, scored_elsewhere = len(history.trials), 0
         trials = runs.children(client, experiment_id, parent.info.run_id)
         for run in sorted(trials, key=lambda r: r.info.start_time):
             value = run.data.metrics.get(space.primary_metric)
             if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
+                continue
+            if evaluators and run.data.tags.get(tags.EVALUATOR) not in evaluators:
+                history.other_evaluator += 1
+                scored_elsewhere += 1
                 continue
             fitted = _as_suggested(space, distributions, run)
             if fitted is None:
@@ -84,6 +99,8 @@ def load(client: MlflowClient, experiment_id: str, space: SearchSpace) -> Histor
                 user_attrs={"mlflow_run_id": run.info.run_id}))
         if len(history.trials) > before:
             history.sweeps.append(parent.info.run_id)
+        elif scored_elsewhere:
+            history.other_sweeps.append(parent.info.run_name)
     return history
 
 

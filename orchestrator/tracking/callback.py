@@ -39,7 +39,7 @@ from orchestrator.sweep.outcome import (
     Outcome,
     outcome_of,
 )
-from orchestrator.sweep.trial import GPUS_KEY, METRICS_FILE, NODE_KEY
+from orchestrator.sweep.trial import EVALUATOR_KEY, GPUS_KEY, METRICS_FILE, NODE_KEY
 from orchestrator.tracking import mlflow_store, model_logging, tags
 from orchestrator.tracking.record_queue import RecordError, RecordQueue
 from trainers import catalog
@@ -74,6 +74,7 @@ class TrialRecord:
     logged_epoch: int = 0  # the last epoch logged: results at or below it are skipped
     params: dict[str, str] | None = None  # the config as last noted (PBT changes it); None: not read yet
     placements: list[dict[str, Any]] = field(default_factory=list)  # where its epochs ran
+    evaluator: str | None = None  # the digest of the network that scored it, as last tagged
     created: bool = False  # made by this driver and not started yet: no update needed on its start
     open: bool = False  # started and not yet closed
 
@@ -214,7 +215,8 @@ class TrackingCallback(tune.Callback):
                     continue  # newest first: the newest run of a trial is its run
                 records[trial_id] = TrialRecord(
                     run.info.run_id, run.info.status, logged_epoch=int(run.data.metrics.get("epoch", 0)),
-                    placements=json.loads(run.data.tags.get(tags.PLACEMENTS, "[]")))
+                    placements=json.loads(run.data.tags.get(tags.PLACEMENTS, "[]")),
+                    evaluator=run.data.tags.get(tags.EVALUATOR))
             token = page.token
             if not token:
                 return records
@@ -278,6 +280,9 @@ class TrackingCallback(tune.Callback):
                         if k not in NOT_LOGGED and _is_number(v)]
             for tag in _placement_tags(record, epoch, result):
                 run_tags[tag.key] = tag
+            if (scored_by := result.get(EVALUATOR_KEY)) and scored_by != record.evaluator:
+                run_tags[tags.EVALUATOR] = RunTag(tags.EVALUATOR, scored_by)
+                record.evaluator = scored_by
             if result.get("diverged"):
                 run_tags[tags.STOP_REASON] = RunTag(tags.STOP_REASON, result["stop_reason"])
             record.logged_epoch = epoch

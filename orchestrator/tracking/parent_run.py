@@ -32,10 +32,11 @@ def git_commit() -> str:
 
 
 def start(client: MlflowClient, experiment: str, space: SearchSpace, storage: str,
-                 tune_name: str, source_tags: dict[str, str], learned_from: dict[str, str]) -> str:
+          tune_name: str, source_tags: dict[str, str], prepared: dict[str, str]) -> str:
     """The sweep's run: what it ran (the file, and the space as it ran: with --set and CLI overrides),
-    where its state lives, the models it started from and the sweeps it learned from (--warm-start);
-    and the sweep's ready view in MLflow's UI."""
+    where its state lives, the models it started from, and what was prepared for it (the evaluator
+    networks it staged, the sweeps it learned from with --warm-start); and the sweep's ready view in
+    MLflow's UI."""
     scheduler = space.scheduler.type
     sampler = "tune (pbt)" if scheduler == "pbt" else space.sampler.type
     run = client.create_run(experiment, run_name=f"sweep {tune_name}", tags={
@@ -44,7 +45,7 @@ def start(client: MlflowClient, experiment: str, space: SearchSpace, storage: st
         tags.SCHEDULER: scheduler, tags.STORAGE: storage, tags.TUNE_NAME: tune_name,
         tags.TRAINER: space.trainer, tags.METRIC: space.primary_metric,
         tags.MODE: space.primary_mode, tags.OVERRIDES: json.dumps(space.overrides), **source_tags,
-        **learned_from,
+        **prepared,
     })
     client.log_artifact(run.info.run_id, str(space.path))
     effective = {**space.document, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent}

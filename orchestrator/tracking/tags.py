@@ -12,6 +12,8 @@ BEST_RUN = "gansweep.best_run"
 OVERRIDES = "gansweep.overrides"  # the --set values, as JSON (the space as it ran: effective_space.yaml)
 WARM_START = "gansweep.warm_start"  # --warm-start: the parent runs of the sweeps it learned from
 WARM_START_TRIALS, WARM_START_SKIPPED = "gansweep.warm_start.trials", "gansweep.warm_start.skipped"
+WARM_START_OTHER_EVALUATOR = "gansweep.warm_start.other_evaluator"  # trials scored by another network
+EVALUATORS = "gansweep.evaluators"  # the networks the sweep staged for its trials: {cache key: digest}
 
 # A trial's child run: its identity, outcome and where it ran.
 TRIAL_ID = "gansweep.trial_id"
@@ -22,6 +24,7 @@ ERROR = "gansweep.error"
 RETRIES = "gansweep.retries"
 MODEL_ERROR = "gansweep.model_error"
 NODE, GPUS, PLACEMENTS = "gansweep.node_id", "gansweep.gpu_ids", "gansweep.placements"
+EVALUATOR = "gansweep.evaluator"  # the digest of the evaluator network that scored the trial
 
 
 SOURCE_PREFIX = "gansweep.source."
@@ -38,11 +41,12 @@ def sources_of(run_tags: dict[str, str]) -> dict[str, str]:
     return {tag: value for tag, value in run_tags.items() if tag.startswith(SOURCE_PREFIX)}
 
 
-def warm_start(sweeps: list[str], trials: int, skipped: int) -> dict[str, str]:
+def warm_start(sweeps: list[str], trials: int, skipped: int, other_evaluator: int) -> dict[str, str]:
     """What a --warm-start sweep learned from: the earlier sweeps' parent runs (comma-separated, the newest
-    200: a tag holds 8000 characters), how many of their trials it was given, and how many did not fit."""
+    200: a tag holds 8000 characters), how many of their trials it was given, how many did not fit its
+    space, and how many were scored by another evaluator network."""
     return {WARM_START: ",".join(sweeps[-200:]), WARM_START_TRIALS: str(trials),
-            WARM_START_SKIPPED: str(skipped)}
+            WARM_START_SKIPPED: str(skipped), WARM_START_OTHER_EVALUATOR: str(other_evaluator)}
 
 
 def config_from_epoch(epoch: int) -> str:
