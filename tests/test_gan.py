@@ -99,7 +99,8 @@ def test_large_folders_stream_through_a_dataloader(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)  # every folder counts as large
     loaded = data.load(gan.resolve("dcgan", tiny), torch.device("cpu"))
-    assert isinstance(loaded.train, data.LoaderSplit)
+    assert isinstance(loaded.train, data.StreamingSplit)
+    assert loaded.train.loader.num_workers == data.loader_workers() and loaded.train.loader.persistent_workers
     images, labels = next(loaded.train.batches(8, shuffle=True))
     assert images.shape == (8, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
     record = Recorder(tmp_path)

@@ -144,7 +144,7 @@ def _pass_order(n: int, shuffle: bool, generator: torch.Generator | None) -> np.
     workers' base seed, then RandomSampler's permutation, from `generator` (None: the global RNG).
     So a seeded run streams in the order it did before, and a resumed run as an uninterrupted one."""
     torch.empty((), dtype=torch.int64).random_(generator=generator)
-    if not shuffle:
+    if not shuffle or n == 0:  # RandomSampler refuses an empty split
         return np.arange(n, dtype=np.int64)
     sampler = torch.utils.data.RandomSampler(range(n), generator=generator)
     return np.fromiter(sampler, dtype=np.int64, count=n)
@@ -463,8 +463,8 @@ def cache_key(dataset: torch.utils.data.Dataset, root: Path, size: int, channels
     digest = hashlib.sha256(repr((CACHE_FORMAT, str(resolved), size, channels)).encode())
     for file, label in dataset.samples:
         stat = os.stat(file)
-        name = os.path.relpath(file, root)
-        digest.update(f"\0{name}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        relative = os.path.relpath(file, root)
+        digest.update(f"\0{relative}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", resolved.name)[:40] or "folder"
     return f"{name}-{size}px-{channels}c-{digest.hexdigest()[:16]}"
 
@@ -481,9 +481,16 @@ def _build(dataset: torch.utils.data.Dataset, root: Path, path: Path, shape: tup
     partial.mkdir()
     try:
         images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(partial / "images.npy", root)
         labels = np.empty(shape[0], dtype=np.int64)
-        workers = usable_cpus()  # the decoding is the whole job here: this process only copies
-        loader = torch.utils.data.DataLoader(dataset, batch_size=BUILD_BATCH, num_workers=workers)
+        # Decoding is the whole job: every CPU decodes, this process only copies. With one CPU or one
+        # batch, it decodes alone: a worker would only add a process to start.
+        workers = min(usable_cpus(), math.ceil(shape[0] / BUILD_BATCH))
+        workers = workers if workers > 1 else 0
+        # Its own generator: a load draws nothing from the global RNG, so a seeded trial initialises its
+        # models alike whether it found the cache or made it.
+        loader = torch.utils.data.DataLoader(dataset, batch_size=BUILD_BATCH, num_workers=workers,
+                                             generator=torch.Generator())
         began = shown = time.monotonic()
         done, step = 0, max(1, shape[0] // 10)
         for x, y in loader:
@@ -505,4 +512,19 @@ def _build(dataset: torch.utils.data.Dataset, root: Path, path: Path, shape: tup
         raise
     took = time.monotonic() - began
     print(f"cached {root}: {shape[0]:,} images in {took:.0f} s ({shape[0] / max(took, 1e-9):,.0f} images/s, "
-          f"{workers} workers) at {path}", file=sys.stderr, flush=True)
+          f"{workers or 'no'} workers) at {path}", file=sys.stderr, flush=True)
+
+
+def _reserve(file: Path, root: Path) -> None:
+    """Allocate the memmap's blocks now: writing to a sparse file on a full disk kills the process
+    (SIGBUS) instead of raising."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    size = file.stat().st_size
+    with open(file, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, size)
+        except OSError as err:
+            raise OSError(err.errno, f"no room for the {size / 1e9:.2f} GB uint8 cache of {root} under "
+                          f"{file.parents[1]} ({err.strerror}): free some space there, or point "
+                          "GANSWEEP_CACHE at a larger disk") from err
