@@ -146,7 +146,8 @@ def measure(root: Path, device: str, settings: Settings) -> dict[str, Any]:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     return {"images_per_s": rates, "train_images": images, "load_s_cold": build,
-            "workers": {"before": OLD_WORKERS, "build": data.usable_cpus(), "stream": data.loader_workers()}}
+            "workers": {"before": OLD_WORKERS, "build": runtime.usable_cpus(),
+                        "stream": data.loader_workers()}}
 
 
 def table(result: dict[str, Any], settings: Settings, device: str, quick: bool) -> Table:

@@ -17,7 +17,7 @@ from conftest import make_folder
 from PIL import Image
 from torchvision import transforms
 
-from trainers import data
+from trainers import data, folder_cache
 
 CPU = torch.device("cpu")
 
@@ -93,12 +93,12 @@ def test_the_cache_is_built_once_and_later_loads_decode_nothing(folder, streamin
 def test_the_cache_holds_exactly_the_decoded_images(tmp_path):
     folder = make_folder(tmp_path / "shapes", per_class=90, size=16)  # batches for several workers
     reference = decoded(folder)
-    cache = data.folder_cache(reference, folder, 12, 1)
+    cache = folder_cache.folder_cache(reference, folder, 12, 1)
     assert cache.built and cache.images.shape == (270, 1, 12, 12) and cache.images.dtype == np.uint8
     for i in range(len(reference)):
         image, label = reference[i]
         assert np.array_equal(cache.images[i], image.numpy()) and cache.labels[i] == label
-    assert not data.folder_cache(decoded(folder), folder, 12, 1).built  # found, not decoded again
+    assert not folder_cache.folder_cache(decoded(folder), folder, 12, 1).built  # found, not decoded again
 
 
 def test_streamed_batches_are_those_of_the_old_loader(folder, streaming):
@@ -171,8 +171,9 @@ def _load_in_child(root: str, cache: str, start, builds) -> None:
     """One trial's process: load the folder, counting the decodings (slowed, so that they would overlap)."""
     os.environ["GANSWEEP_CACHE"] = cache
     from trainers import data as child_data
+    from trainers import folder_cache
 
-    build = child_data._build
+    build = folder_cache._build
 
     def slow_build(*args, **kwargs):
         with builds.get_lock():
@@ -180,7 +181,7 @@ def _load_in_child(root: str, cache: str, start, builds) -> None:
         time.sleep(1.0)
         build(*args, **kwargs)
 
-    child_data._build = slow_build
+    folder_cache._build = slow_build
     start.wait(timeout=60)
     assert len(child_data.load(folder_config(Path(root)), torch.device("cpu")).train) > 0
 

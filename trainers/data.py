@@ -4,7 +4,7 @@ Small datasets (MNIST family, CIFAR-10, mnist5k, small folders) are decoded once
 the training device as uint8 tensors; a batch is an index into them, so an epoch costs no
 DataLoader workers or host->device copies.
 
-A folder is decoded once per node into a uint8 cache (`folder_cache`: a .npy memmap of (N, C, H, W)
+A folder is decoded once per node into a uint8 cache (trainers/folder_cache.py: a .npy memmap of (N, C, H, W)
 under cache_root()/data/<key>), which every later trial on the node reads instead of its images.
 A folder too large for memory (`fits_in_memory`) streams from that memmap through persistent
 DataLoader workers, as many as the trial's CPUs allow (`loader_workers`): no image is decoded
@@ -13,14 +13,7 @@ after the first epoch of the first trial.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import re
-import shutil
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainers import runtime
 from trainers.config import ConfigError, cache_root, check_choice, check_positive, check_range, check_whole
+from trainers.folder_cache import FolderCache, folder_cache
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder", "mnist5k")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IN_MEMORY_BYTES = 2 * 1024**3  # folders up to this size (as uint8) are held in memory (see memory_limit)
 MAX_WORKERS = 8  # streaming DataLoader workers at most: a memmap feeds a GPU with fewer
-CACHE_FORMAT = 1  # part of every folder cache's key: bump it when the decoding below changes
-BUILD_BATCH = 256  # images per decoded batch while a folder cache is built
-PROGRESS_SECONDS = 30.0  # a progress line at least this often while a folder cache is built
 CHUNK = 500  # images per forward pass outside training (evaluation, generation): bounds memory at 128 px
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -226,17 +218,10 @@ class _Feeder:
                 labels.to(self.device, non_blocking=True))
 
 
-def usable_cpus() -> int:
-    """CPUs this process may use: its torch threads (Ray sets them to the trial's resources.cpu) and
-    its CPU affinity, whichever is fewer."""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), affinity))
-
-
 def loader_workers() -> int:
     """Streaming DataLoader workers: one CPU is left to the training loop, the rest read; at least one
     (reading overlaps training), at most MAX_WORKERS (more do not feed a GPU faster from a memmap)."""
-    return max(1, min(usable_cpus() - 1, MAX_WORKERS))
+    return max(1, min(runtime.usable_cpus() - 1, MAX_WORKERS))
 
 
 def memory_limit(device: torch.device, gpu_share: float | None = None) -> float:
@@ -411,120 +396,3 @@ def _folder(config: dict[str, Any], device: torch.device) -> ImageData:
 
     return ImageData(split(train_idx), split(val_idx), split(test_idx), len(dataset.classes), channels, size,
                      "folder")
-
-
-# -- the folder cache -----------------------------------------------------------------------------------
-@dataclass
-class FolderCache:
-    """A folder decoded once: uint8 images (N, C, H, W) as a read-only memmap, int64 labels (N,), in
-    ImageFolder's order."""
-    path: Path  # the cache's directory
-    images: np.ndarray
-    labels: np.ndarray
-    built: bool  # decoded by this call (False: found, made earlier or by another process)
-
-    @property
-    def images_path(self) -> Path:
-        return self.path / "images.npy"
-
-
-def folder_cache(dataset: torch.utils.data.Dataset, root: Path, size: int, channels: int) -> FolderCache:
-    """The uint8 cache of an ImageFolder `dataset` (its transform giving `channels` x size x size uint8
-    tensors), decoded now if no process on this node has done it yet.
-
-    Made once per node: under a file lock, into a temporary folder renamed into place when complete,
-    so trials that start together wait for one decoding and never read half a cache."""
-    from filelock import FileLock, Timeout
-
-    key = cache_key(dataset, root, size, channels)
-    path = cache_root() / "data" / key
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path) + ".lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"waiting for another process to finish caching {root} ({key})", file=sys.stderr,
-                  flush=True)
-            lock.acquire()
-        try:
-            if not path.is_dir():
-                _build(dataset, root, path, (len(dataset), channels, size, size))
-                return _open(path, built=True)
-        finally:
-            lock.release()
-    return _open(path, built=False)
-
-
-def cache_key(dataset: torch.utils.data.Dataset, root: Path, size: int, channels: int) -> str:
-    """The folder (resolved), its images' names, classes, sizes and modification times, the image size
-    and channels: any change to the folder or to what is asked of it names a new cache."""
-    resolved = root.resolve()
-    digest = hashlib.sha256(repr((CACHE_FORMAT, str(resolved), size, channels)).encode())
-    for file, label in dataset.samples:
-        stat = os.stat(file)
-        relative = os.path.relpath(file, root)
-        digest.update(f"\0{relative}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", resolved.name)[:40] or "folder"
-    return f"{name}-{size}px-{channels}c-{digest.hexdigest()[:16]}"
-
-
-def _open(path: Path, built: bool) -> FolderCache:
-    return FolderCache(path, np.load(path / "images.npy", mmap_mode="r"), np.load(path / "labels.npy"), built)
-
-
-def _build(dataset: torch.utils.data.Dataset, root: Path, path: Path, shape: tuple[int, ...]) -> None:
-    """Decode every image of `dataset` into `path` (which must not exist), with progress on stderr."""
-    for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a builder that died: we hold the lock
-        shutil.rmtree(stale, ignore_errors=True)
-    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
-    partial.mkdir()
-    try:
-        images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
-        _reserve(partial / "images.npy", root)
-        labels = np.empty(shape[0], dtype=np.int64)
-        # Decoding is the whole job: every CPU decodes, this process only copies. With one CPU or one
-        # batch, it decodes alone: a worker would only add a process to start.
-        workers = min(usable_cpus(), math.ceil(shape[0] / BUILD_BATCH))
-        workers = workers if workers > 1 else 0
-        # Its own generator: a load draws nothing from the global RNG, so a seeded trial initialises its
-        # models alike whether it found the cache or made it.
-        loader = torch.utils.data.DataLoader(dataset, batch_size=BUILD_BATCH, num_workers=workers,
-                                             generator=torch.Generator())
-        began = shown = time.monotonic()
-        done, step = 0, max(1, shape[0] // 10)
-        for x, y in loader:
-            images[done:done + len(x)] = x.numpy()
-            labels[done:done + len(x)] = y.numpy()
-            before, done = done, done + len(x)
-            if done // step > before // step or time.monotonic() - shown >= PROGRESS_SECONDS:
-                shown = time.monotonic()
-                print(f"caching {root} as uint8: {done:,}/{shape[0]:,} images", file=sys.stderr, flush=True)
-        images.flush()
-        del images
-        np.save(partial / "labels.npy", labels)
-        (partial / "meta.json").write_text(json.dumps({
-            "source": str(root.resolve()), "shape": list(shape), "classes": getattr(dataset, "classes", None),
-            "format": CACHE_FORMAT}, indent=1) + "\n")
-        partial.rename(path)  # atomic: a reader sees the whole cache or none
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    took = time.monotonic() - began
-    print(f"cached {root}: {shape[0]:,} images in {took:.0f} s ({shape[0] / max(took, 1e-9):,.0f} images/s, "
-          f"{workers or 'no'} workers) at {path}", file=sys.stderr, flush=True)
-
-
-def _reserve(file: Path, root: Path) -> None:
-    """Allocate the memmap's blocks now: writing to a sparse file on a full disk kills the process
-    (SIGBUS) instead of raising."""
-    if not hasattr(os, "posix_fallocate"):
-        return
-    size = file.stat().st_size
-    with open(file, "r+b") as handle:
-        try:
-            os.posix_fallocate(handle.fileno(), 0, size)
-        except OSError as err:
-            raise OSError(err.errno, f"no room for the {size / 1e9:.2f} GB uint8 cache of {root} under "
-                          f"{file.parents[1]} ({err.strerror}): free some space there, or point "
-                          "GANSWEEP_CACHE at a larger disk") from err

@@ -158,6 +158,13 @@ def out_of_memory_message(gpu: float, total_bytes: int) -> str:
             "or raise resources.gpu in the space (fewer trials share a card)")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use: its torch threads (Ray sets them to the trial's resources.cpu) and
+    its CPU affinity, whichever is fewer."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), affinity))
+
+
 def autocast(config: dict[str, Any], dev: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when amp=bf16 (bf16 needs no GradScaler); a no-op otherwise."""
     if config["amp"] == "bf16" and dev.type == "cuda":
