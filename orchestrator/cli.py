@@ -54,10 +54,12 @@ def preview(space: SearchSpace, n: int = 10) -> str:
             study.enqueue_trial(point)  # as OptunaSearch does (sweep.searcher)
     lines = [f"First {min(n, space.num_samples)} of {space.num_samples} trials "
              f"(each {space.resources.cpu:g} CPU, {space.resources.gpu:g} GPU):"]
+    shown: list[dict] = []
     for index in range(1, min(n, space.num_samples) + 1):
         trial = study.ask()
         space.define_by_run(trial)
-        lines.append(f"  {space.run_name(trial_label(index), trial.params)}")
+        lines.append(f"  {space.run_name(trial_label(index), trial.params, shown)}")
+        shown.append(trial.params)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return "\n".join(lines)
 

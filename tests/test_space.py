@@ -448,3 +448,27 @@ def test_what_a_trial_would_reject_is_refused_by_the_dry_run(tmp_path: Path, cha
     with pytest.raises(SpaceError) as err:
         load_space(write(tmp_path, edited(**changes)))
     assert err.value.field == field and words in str(err.value)
+
+
+@pytest.mark.parametrize("value, shown", [(0.999, "0.999"), (0.9999, "0.9999"), (0.99, "0.99"),
+                                          (9999.6, "9999.6"), (0.0996, "0.0996")])
+def test_run_name_never_rounds_a_value_into_another(tmp_path: Path, value: float, shown: str) -> None:
+    """beta2 0.999 shown as `1` reads as beta2 = 1: a number keeps the digits that tell it apart."""
+    space = load_space(write(tmp_path, BASE))
+    assert space.run_name("t003", {"lr": value}) == f"t003 lr={shown}"
+
+
+def test_two_trials_with_different_values_never_read_the_same(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, BASE))
+    first, second, same = {"lr": 2.134e-4, "loss": "bce"}, {"lr": 2.137e-4, "loss": "bce"}, {"lr": 2.134e-4}
+    assert space.run_name("t002", second, [first]) == "t002 lr=2.14e-4 bce"  # 2.1e-4 both at two digits
+    assert space.run_name("t001", first) == "t001 lr=2.1e-4 bce"  # alone, two digits
+    assert space.run_name("t003", {**same, "loss": "bce"}, [first]) == "t003 lr=2.1e-4 bce"  # alike: they are
+
+
+def test_the_leaderboard_shows_distinct_values_distinctly() -> None:
+    from orchestrator.tracking.leaderboard import shown_column
+
+    assert shown_column(["0.999", "0.9", "0.0002134", "0.0002136", "bce", "64"]) == [
+        "0.999", "0.9", "2.13e-4", "2.14e-4", "bce", "64"]
+    assert shown_column(["0.00021341", "0.00021346"]) == ["2.134e-4", "2.135e-4"]

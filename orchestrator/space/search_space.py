@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,10 @@ class SearchSpace:
         `optuna.trial.create_trial` needs to rebuild a study from finished trials."""
         return {name: _distribution(p) for name, p in self.params.items()}
 
-    def run_name(self, label: str, config: dict[str, Any]) -> str:
-        """The MLflow run name of the trial labelled `label` with this config (run_names.run_name)."""
-        return run_names.run_name(label, config, list(self.params))
+    def run_name(self, label: str, config: dict[str, Any], others: Iterable[dict[str, Any]] = ()) -> str:
+        """The MLflow run name of the trial labelled `label` with this config, told apart from the
+        other trials' configs (run_names.run_name)."""
+        return run_names.run_name(label, config, list(self.params), others)
 
     def field_of(self, key: str | None) -> str:
         """Where this space sets a config key, for an error message: `--set KEY`, `params.KEY` or

@@ -75,6 +75,7 @@ class TrialRecord:
     params: dict[str, str] | None = None  # the config as last noted (PBT changes it); None: not read yet
     placements: list[dict[str, Any]] = field(default_factory=list)  # where its epochs ran
     evaluator: str | None = None  # the digest of the network that scored it, as last tagged
+    config: dict[str, Any] | None = None  # as its run was made by this driver (run names tell them apart)
     created: bool = False  # made by this driver and not started yet: no update needed on its start
     open: bool = False  # started and not yet closed
 
@@ -222,7 +223,8 @@ class TrackingCallback(tune.Callback):
                 return records
 
     def _create(self, trial: TrialState) -> TrialRecord:
-        config, name = trial.config, self.space.run_name(trial.label, trial.config)
+        others = [record.config for record in list(self.records.values()) if record.config is not None]
+        config, name = trial.config, self.space.run_name(trial.label, trial.config, others)
         run = self.client.create_run(self.experiment, run_name=name, tags={
             "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
             tags.TRAINER: self.space.trainer, **self.run_tags,
@@ -231,7 +233,8 @@ class TrackingCallback(tune.Callback):
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
-        return TrialRecord(run.info.run_id, "RUNNING", params={p.key: p.value for p in params}, created=True)
+        return TrialRecord(run.info.run_id, "RUNNING", params={p.key: p.value for p in params}, created=True,
+                           config=config)
 
     # -- writes (the writer threads) -------------------------------------------------------------
     def _close_lost(self, known: set[str]) -> None:

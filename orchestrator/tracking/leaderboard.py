@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from orchestrator.space import objective
+from orchestrator.space.run_names import MAX_DIGITS, number
 from orchestrator.sweep.outcome import can_be_best
 from orchestrator.tracking import tags
 
@@ -40,21 +41,31 @@ def rank(runs: list[Run], metric: str, mode: str, params: list[str]) -> list[Row
         unusable = not can_be_best(run.data.tags.get(tags.STATUS, ""))
         return (unusable, value is None or not math.isfinite(value), objective.sort_key(value or 0.0, mode))
 
+    ranked = sorted(runs, key=key)
+    columns = {p: shown_column([run.data.params.get(p, "") for run in ranked]) for p in params}
     return [Row(rank=i, name=run.info.run_name, value=run.data.metrics.get(metric, math.nan),
                 status=run.data.tags.get(tags.STATUS, run.info.status.lower()),
                 epochs=int(run.data.metrics.get("epoch", 0)),
-                params={p: _short(run.data.params.get(p, "")) for p in params}, run_id=run.info.run_id,
+                params={p: columns[p][i - 1] for p in params}, run_id=run.info.run_id,
                 run=run, beside={m: run.data.metrics.get(m, math.nan) for m in beside(metric)})
-            for i, run in enumerate(sorted(runs, key=key), 1)]
+            for i, run in enumerate(ranked, 1)]
 
 
-def _short(text: str) -> str:
-    """A parameter as MLflow keeps it (a string), with floats cut to 3 significant digits."""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if number.is_integer() and "." not in text else f"{number:.3g}"
+def shown_column(texts: list[str]) -> list[str]:
+    """A param's values as MLflow keeps them (strings), floats cut to 3 significant digits, or more
+    where fewer would show two different values alike (or a value as another: 0.999 is not 1)."""
+    def short(text: str, digits: int) -> str:
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+        return text if value.is_integer() and "." not in text else number(value, digits)
+
+    for digits in range(3, MAX_DIGITS + 1):
+        shown = [short(text, digits) for text in texts]
+        if len(set(shown)) == len(set(texts)):
+            return shown
+    return shown
 
 
 def table(rows: list[Row], metric: str) -> str:
