@@ -51,15 +51,16 @@ def preview(space: SearchSpace, n: int = 10) -> str:
                                 directions=[objective.direction(m) for m in space.modes])
     if space.sampler.type != "grid":  # a grid's sampler puts start_from first itself
         for point in space.start_from:
-            study.enqueue_trial(point)  # as OptunaSearch does (sweep.searcher)
+            study.enqueue_trial(space.optuna_point(point))  # as OptunaSearch does (sweep.searcher)
     lines = [f"First {min(n, space.num_samples)} of {space.num_samples} trials "
              f"(each {space.resources.cpu:g} CPU, {space.resources.gpu:g} GPU):"]
     shown: list[dict] = []
     for index in range(1, min(n, space.num_samples) + 1):
         trial = study.ask()
-        space.define_by_run(trial)
-        lines.append(f"  {space.run_name(trial_label(index), trial.params, shown)}")
-        shown.append(trial.params)
+        returned = space.define_by_run(trial)  # list-valued choices as lists, as a trial's config has them
+        config = {**trial.params, **{name: value for name, value in returned.items() if name in space.params}}
+        lines.append(f"  {space.run_name(trial_label(index), config, shown)}")
+        shown.append(config)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return "\n".join(lines)
 

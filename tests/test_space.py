@@ -300,7 +300,7 @@ BAD = [
     ({"params__n_critic__low": 1.5}, "params.n_critic.low", "whole number"),
     ({"params__n_critic__step": 3}, "params.n_critic.high", "Set high to 4"),
     ({"params__lr__step": 1e-4}, "params.lr.step", "log with a step"),
-    ({"params__loss__choices": ["bce", ["lsgan"]]}, "params.loss.choices", "not a scalar"),
+    ({"params__loss__choices": ["bce", {"name": "lsgan"}]}, "params.loss.choices", "is neither a value"),
     ({"params__loss__when": {"n_critic": 2}}, "params.loss.when", "cycle"),
     ({"params__loss__low": 1}, "params.loss.low", "categorical param has no low"),
     ({"params__lr__choices": [1, 2]}, "params.lr.choices", "has no choices"),

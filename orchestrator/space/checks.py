@@ -29,7 +29,7 @@ from orchestrator.space.schema import (
     SchedulerSpec,
     SpaceFile,
 )
-from orchestrator.space.values import clean, finite_values, hint, listify
+from orchestrator.space.values import choice_label, clean, finite_values, hint, listify
 from trainers import catalog
 
 
@@ -131,12 +131,16 @@ def _check_param(fail: Any, where: str, p: Param) -> None:
                        "or use type float/int")
         if not p.choices:
             raise fail(f"{where}.choices", "choices is empty or missing. List at least one value")
-        bad = [c for c in p.choices if not isinstance(c, (str, int, float, bool, type(None)))]
+        scalar = (str, int, float, bool, type(None))
+        bad = [c for c in p.choices if not isinstance(c, scalar) and not (
+            isinstance(c, list) and c and all(isinstance(v, scalar) for v in c))]
         if bad:
-            raise fail(f"{where}.choices", f"{bad[0]!r} is not a scalar. Optuna choices must be str, int, "
-                       "float, bool or null")
-        if len({repr(c) for c in p.choices}) < len(p.choices):
-            raise fail(f"{where}.choices", "choices repeat a value. List each value once")
+            raise fail(f"{where}.choices", f"{bad[0]!r} is neither a value (str, int, float, bool, null) nor "
+                       "a non-empty list of them (a list choice, such as [256, 512, 1024])")
+        if len({repr(c) for c in p.choices}) < len(p.choices) or len(
+                {repr(choice_label(c)) for c in p.choices}) < len(p.choices):
+            raise fail(f"{where}.choices", "choices repeat a value (a list choice is known by its label, "
+                       "such as 256-512-1024). List each value once")
         return
     if p.choices is not None:
         raise fail(f"{where}.choices", f"a {p.type} param has no choices. Remove them, or use categorical")

@@ -25,7 +25,7 @@ from orchestrator.space.checks import fit_samples
 from orchestrator.space.collapse import StopRule
 from orchestrator.space.schema import Param, Resources, SamplerSpec, SchedulerSpec
 from orchestrator.space.trainer_checks import start_from_problem
-from orchestrator.space.values import finite_values, listify, shown
+from orchestrator.space.values import choice_label, finite_values, listify, shown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +70,19 @@ class SearchSpace:
         return math.prod(len(values) for values in self.grid().values())
 
     def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Suggest each param whose `when` holds; return the fixed values, which Ray Tune's
-        `OptunaSearch(space=fn)` adds to the trial config as constants."""
+        """Suggest each param whose `when` holds; return the fixed values and the list-valued choices
+        (Optuna holds those by their labels), which Ray Tune's `OptunaSearch(space=fn)` puts in the
+        trial config over what Optuna suggested."""
         chosen: dict[str, Any] = {}
         for name, p in self.params.items():
             if _holds(p.when, chosen):
                 chosen[name] = _suggest(trial, name, p)
-        return copy.deepcopy(self.fixed)
+        lists = {name: value for name, value in chosen.items() if isinstance(value, list)}
+        return copy.deepcopy({**self.fixed, **lists})
+
+    def optuna_point(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Param values as Optuna holds them (a list choice by its label): a start_from entry to enqueue."""
+        return {name: choice_label(value) if name in self.params else value for name, value in values.items()}
 
     def optuna_sampler(self) -> optuna.samplers.BaseSampler:
         s, samplers = self.sampler, optuna.samplers
@@ -90,7 +96,8 @@ class SearchSpace:
         if s.type == "random":
             return samplers.RandomSampler(seed=s.seed)
         if s.type == "grid":
-            return library_internals.grid_sampler(self.grid(), s.seed, first=self.start_from)
+            first = [self.optuna_point(entry) for entry in self.start_from]
+            return library_internals.grid_sampler(self.grid(), s.seed, first=first)
         if s.type == "cmaes":  # categorical params fall back to random sampling
             return samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False, **startup)
         population = {} if s.n_startup_trials is None else {"population_size": max(2, s.n_startup_trials)}
@@ -102,7 +109,7 @@ class SearchSpace:
         missing = [name for name, values in grid.items() if values is None]
         if missing:
             raise ValueError(f"param {missing[0]!r} has no finite set of values (a float without step)")
-        return grid  # type: ignore[return-value]
+        return {name: [choice_label(value) for value in values] for name, values in grid.items()}
 
     def optuna_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """Each param's Optuna distribution, the one `define_by_run` suggests from: what
@@ -189,7 +196,8 @@ def _holds(when: dict[str, Any], chosen: dict[str, Any]) -> bool:
 
 def _suggest(trial: optuna.Trial, name: str, p: Param) -> Any:
     if p.type == "categorical":
-        return trial.suggest_categorical(name, p.choices)  # type: ignore[arg-type]
+        label = trial.suggest_categorical(name, [choice_label(c) for c in p.choices or ()])
+        return next(c for c in p.choices or () if choice_label(c) == label)
     if p.type == "int":
         return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     step = None if p.step is None else float(p.step)
@@ -200,7 +208,7 @@ def _distribution(p: Param) -> optuna.distributions.BaseDistribution:
     """What `_suggest` draws from (the same arguments, so trial.distributions compare equal)."""
     dist = optuna.distributions
     if p.type == "categorical":
-        return dist.CategoricalDistribution(p.choices)  # type: ignore[arg-type]
+        return dist.CategoricalDistribution([choice_label(c) for c in p.choices or ()])
     if p.type == "int":
         return dist.IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
     step = None if p.step is None else float(p.step)

@@ -33,7 +33,8 @@ def fit_value(p: Param, value: Any) -> Any:
     ValueError saying why the param can never take it."""
     if p.type == "categorical":
         for choice in p.choices or ():
-            if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+            same = choice == value or (isinstance(choice, list) and choice_label(choice) == value)
+            if same and isinstance(choice, bool) == isinstance(value, bool):
                 return choice
         raise ValueError(f"{value!r} is not one of the choices {p.choices}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -59,6 +60,17 @@ def finite_values(p: Param) -> list[Any] | None:
     if p.step is None:
         return None
     return [clean(p.low + k * p.step) for k in range(round((p.high - p.low) / p.step) + 1)]
+
+
+def choice_label(value: Any) -> Any:
+    """A choice as Optuna, MLflow params and run names hold it: a list choice by its label
+    (`[256, 512, 1024]` -> `256-512-1024`; Optuna takes scalar choices only), any other as it is."""
+    return "-".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def param_text(value: Any) -> str:
+    """A config value as an MLflow param (a string): a list by its label."""
+    return str(choice_label(value))
 
 
 def shown(value: Any) -> str:

@@ -68,7 +68,7 @@ def searcher(space: SearchSpace, history: warm_start.History | None = None):
                                      max_concurrent=space.max_concurrent)
     metric = space.metrics if len(space.metrics) > 1 else space.primary_metric
     mode = space.modes if len(space.modes) > 1 else space.primary_mode
-    first = [] if space.sampler.type == "grid" else copy.deepcopy(space.start_from)
+    first = [] if space.sampler.type == "grid" else [space.optuna_point(entry) for entry in space.start_from]
     search = OptunaSearch(space=space.define_by_run, metric=metric, mode=mode, sampler=space.optuna_sampler(),
                           points_to_evaluate=first, storage=warm_start.storage(space, history),
                           study_name=space.name)

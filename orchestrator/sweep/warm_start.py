@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.space import objective
 from orchestrator.space.search_space import SearchSpace, param_from_text
-from orchestrator.space.values import fit_value
+from orchestrator.space.values import choice_label, fit_value
 from orchestrator.tracking import runs, tags
 
 NOTHING_TO_LEARN = {  # sampler -> why it would learn nothing from earlier trials
@@ -112,7 +112,8 @@ def _as_suggested(space: SearchSpace, distributions: dict[str, optuna.distributi
     for name, text in run.data.params.items():
         if name in distributions:
             try:
-                values[name] = fit_value(space.params[name], param_from_text(text, distributions[name]))
+                value = fit_value(space.params[name], param_from_text(text, distributions[name]))
+                values[name] = choice_label(value)  # as Optuna holds it
             except (ValueError, StopIteration):  # outside; fine if the space does not suggest it here
                 continue
     trial = optuna.trial.FixedTrial(values)

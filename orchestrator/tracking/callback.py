@@ -30,6 +30,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator.space.search_space import SearchSpace
+from orchestrator.space.values import param_text
 from orchestrator.sweep import interrupts
 from orchestrator.sweep.outcome import (
     FAILED,
@@ -229,7 +230,7 @@ class TrackingCallback(tune.Callback):
             "mlflow.parentRunId": self.parent, tags.TRIAL_ID: trial.trial_id, tags.STATUS: "running",
             tags.TRAINER: self.space.trainer, **self.run_tags,
         })
-        params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
+        params = [Param(k, param_text(v)[:6000]) for k, v in sorted(config.items())]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=True), "config.yaml")
@@ -262,8 +263,8 @@ class TrackingCallback(tune.Callback):
         """PBT restarts a trial with mutated hyperparameters; params are immutable, so tag them."""
         if record.params is None:
             record.params = dict(self.client.get_run(record.run_id).data.params)
-        changed = {k: str(v)[:6000] for k, v in trial.config.items()
-                   if k in record.params and str(v)[:6000] != record.params[k]}
+        changed = {k: param_text(v)[:6000] for k, v in trial.config.items()
+                   if k in record.params and param_text(v)[:6000] != record.params[k]}
         since = record.logged_epoch + 1
         if changed and since <= trial.config.get("epochs", self.spec.defaults["epochs"]):
             self.client.set_tag(record.run_id, tags.config_from_epoch(since), json.dumps(changed))
