@@ -39,3 +39,28 @@ def test_d_acc_and_f1():
     scores = real_fake_scores(real, fake, threshold=0.0)
     assert scores["d_acc"] == 6 / 8
     assert scores["d_f1"] == 2 * 3 / (2 * 3 + 1 + 1)
+
+
+def test_d_accuracy_on_each_half_precision_and_recall():
+    """Reports 003 and 004 read D's accuracy on the real and on the fake half, its precision and recall."""
+    real = torch.tensor([2.0, 1.0, -1.0, 3.0])  # three of four called real
+    fake = torch.tensor([-2.0, -1.0, 0.5, -3.0, -4.0, -5.0])  # one of six called real
+    scores = real_fake_scores(real, fake, threshold=0.0)
+    assert scores["d_acc_real"] == 3 / 4 and scores["d_recall"] == 3 / 4
+    assert scores["d_acc_fake"] == 5 / 6
+    assert scores["d_precision"] == 3 / 4  # 3 true positives, 1 false
+    assert scores["d_acc"] == 8 / 10
+    silent = real_fake_scores(torch.tensor([-1.0]), torch.tensor([-1.0]), threshold=0.0)
+    assert silent["d_precision"] == 0.0 and silent["d_recall"] == 0.0  # nothing called real
+
+
+def test_the_inception_score_comes_with_its_spread(tiny):
+    config = gan.resolve("dcgan", {**tiny, "max_train": None})
+    images = data.load(config, torch.device("cpu"))
+    net, _ = evaluator.load_or_train(config, images, torch.device("cpu"))
+    real, _ = images.train.take(100)
+    scores = SampleQuality(net, real)(real)
+    assert scores["inception_score_std"] >= 0.0
+    assert scores["inception_score_std"] < scores["inception_score"]
+    noisy = SampleQuality(net, real)(torch.rand_like(real) * 2 - 1)
+    assert noisy["inception_score_std"] != scores["inception_score_std"]

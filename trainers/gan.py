@@ -22,8 +22,9 @@ from trainers.metrics import SampleQuality, real_fake_scores
 from trainers.models import gan as models
 
 METRICS: tuple[str, ...] = (
-    "g_loss", "d_loss", "d_real", "d_fake", "d_acc", "d_f1",
-    "fid", "kid", "inception_score", "sample_diversity", "epoch_time_s", "images_per_s",
+    "g_loss", "d_loss", "d_real", "d_fake", "d_acc", "d_acc_real", "d_acc_fake", "d_precision", "d_recall",
+    "d_f1", "fid", "kid", "inception_score", "inception_score_std", "sample_diversity", "epoch_time_s",
+    "images_per_s",
 )
 
 CHECK_EVERY = 25  # steps between NaN checks (each check waits for the GPU)

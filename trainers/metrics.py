@@ -53,10 +53,12 @@ class SampleQuality:
             self.inception.update(chunk)
             if self.standard is not None:
                 self.standard.update(_to_rgb_uint8(chunk), real=False)
+        inception_mean, inception_std = self.inception.compute()
         result = {
             "fid": float(self.fid.compute()),
             "kid": float(self.kid.compute()[0]),
-            "inception_score": float(self.inception.compute()[0]),
+            "inception_score": float(inception_mean),
+            "inception_score_std": float(inception_std),  # over the splits (report 004 gives both)
             "sample_diversity": _spread(self.kid.fake_features) / max(self.real_spread, 1e-12),
         }
         if self.standard is not None:
@@ -92,7 +94,8 @@ def _standard_fid(device: torch.device) -> FrechetInceptionDistance:
 
 def real_fake_scores(real_scores: torch.Tensor, fake_scores: torch.Tensor,
                      threshold: float | None) -> dict[str, float]:
-    """d_acc and d_f1 of D calling images real (positive) or fake."""
+    """D as a classifier calling held-out real images real (positive) and fresh fakes fake: its accuracy
+    overall and on each half, precision, recall and F1 (reports 003 and 004 read them all)."""
     if threshold is None:
         threshold = float((real_scores.mean() + fake_scores.mean()) / 2)
     true_pos = (real_scores > threshold).sum().item()
@@ -103,5 +106,9 @@ def real_fake_scores(real_scores: torch.Tensor, fake_scores: torch.Tensor,
     f1_denominator = 2 * true_pos + false_pos + false_neg
     return {
         "d_acc": (true_pos + true_neg) / total,
+        "d_acc_real": true_pos / max(len(real_scores), 1),  # = recall
+        "d_acc_fake": true_neg / max(len(fake_scores), 1),
+        "d_precision": true_pos / (true_pos + false_pos) if true_pos + false_pos else 0.0,
+        "d_recall": true_pos / max(true_pos + false_neg, 1),
         "d_f1": 2 * true_pos / f1_denominator if f1_denominator else 0.0,
     }
